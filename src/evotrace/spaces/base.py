@@ -1,0 +1,91 @@
+"""The contract every search space fulfils: choices per variable node, sampling, validation,
+model construction with stable tensor names, and the positions each tensor depends on."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+class InvalidSequence(ValueError):
+    """An architecture sequence that does not belong to the space."""
+
+
+class SearchSpace(ABC):
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def node_names(self) -> list[str]:
+        """One name per variable node, in sequence order."""
+
+    @property
+    @abstractmethod
+    def num_choices(self) -> list[int]:
+        """Number of choices of each variable node, in sequence order."""
+
+    @abstractmethod
+    def options(self) -> dict:
+        """The constructor arguments, so that a space can be rebuilt from a trace's metadata."""
+
+    @abstractmethod
+    def _build(self, seq: tuple[int, ...]) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def _tensor_positions(self, seq: tuple[int, ...]) -> dict[str, frozenset[int]]: ...
+
+    def __len__(self) -> int:
+        return len(self.num_choices)
+
+    @property
+    def size(self) -> int:
+        """Exact number of members: the product of the choice counts (a Python int, no overflow)."""
+        return math.prod(self.num_choices)
+
+    def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
+        return tuple(int(rng.integers(0, n)) for n in self.num_choices)
+
+    def validate(self, seq: Sequence[int]) -> tuple[int, ...]:
+        """Return `seq` as a tuple of ints, or raise InvalidSequence naming what is wrong."""
+        try:
+            seq = tuple(seq)
+        except TypeError as err:
+            raise InvalidSequence(f"{self.name}: a sequence must be a list of ints, got {seq!r}") from err
+        if len(seq) != len(self):
+            raise InvalidSequence(
+                f"{self.name}: sequence has {len(seq)} choices, the space has {len(self)} variable nodes"
+            )
+        out = []
+        for pos, (value, n) in enumerate(zip(seq, self.num_choices)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise InvalidSequence(f"{self.name}: position {pos} ({self.node_names[pos]}) is {value!r}, not an int")
+            if not 0 <= value < n:
+                raise InvalidSequence(
+                    f"{self.name}: position {pos} ({self.node_names[pos]}) has choice {value}, valid choices are 0..{n - 1}"
+                )
+            out.append(int(value))
+        return tuple(out)
+
+    def build(self, seq: Sequence[int]) -> torch.nn.Module:
+        """The model of `seq`; tensors at the same place of the macro structure keep the same name."""
+        return self._build(self.validate(seq))
+
+    def tensor_positions(self, seq: Sequence[int]) -> dict[str, frozenset[int]]:
+        """For every state_dict entry of build(seq), the sequence positions whose choices shape its
+        value: a tensor can be transferred from a donor sharing a prefix of length L exactly when all
+        its positions are < L."""
+        return self._tensor_positions(self.validate(seq))
+
+    def describe(self) -> dict:
+        return {
+            "space": self.name,
+            "options": self.options(),
+            "variables": len(self),
+            "nodes": [{"name": n, "choices": c} for n, c in zip(self.node_names, self.num_choices)],
+            "size": self.size,
+            "size_scientific": f"{float(self.size):.4g}",
+        }

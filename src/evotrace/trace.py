@@ -1,0 +1,66 @@
+"""The trace schemas: one row per candidate, one row per tensor read. Explicit Arrow schemas so that
+every writer and reader agrees on names and types; run parameters travel as key/value metadata."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+CANDIDATE_FIELDS = [
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("job_id", pa.int64(), nullable=False),  # 0..N-1 in creation order
+    pa.field("worker", pa.int32(), nullable=False),  # MPI rank that trained it
+    pa.field("host", pa.string()),
+    pa.field("pid", pa.int32()),
+    pa.field("submit_time", pa.float64()),  # seconds since the search started, one wall clock
+    pa.field("start_time", pa.float64()),
+    pa.field("end_time", pa.float64()),
+    pa.field("stage", pa.int8(), nullable=False),  # 1 random, 2 mutation
+    pa.field("arch_seq", pa.list_(pa.int16()), nullable=False),
+    pa.field("parent_id", pa.int64()),  # null in stage 1
+    pa.field("mutation_pos", pa.int16()),  # null in stage 1
+    pa.field("quality", pa.float64()),  # null if failed
+    pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
+    pa.field("error", pa.string()),
+    pa.field("epochs", pa.int32()),
+    pa.field("train_seconds", pa.float64()),
+    pa.field("insert_seq", pa.int64()),  # order of insertion into the population; null if failed
+    pa.field("population_version", pa.int64()),  # insertions done when this candidate was created
+    # transfer learning (null/0 when transfer is off)
+    pa.field("donor_id", pa.int64()),
+    pa.field("prefix_len", pa.int16()),
+    pa.field("n_transferred_tensors", pa.int32()),
+    pa.field("bytes_read", pa.int64()),
+    pa.field("bytes_written", pa.int64()),
+    pa.field("stored", pa.bool_()),
+    pa.field("transfer_seconds", pa.float64()),
+    pa.field("cache_hits", pa.int32()),
+]
+CANDIDATES = pa.schema(CANDIDATE_FIELDS)
+
+TENSOR_READS = pa.schema(
+    [
+        pa.field("run", pa.string(), nullable=False),
+        pa.field("job_id", pa.int64(), nullable=False),
+        pa.field("worker", pa.int32(), nullable=False),
+        pa.field("start_time", pa.float64()),
+        pa.field("tensor_id", pa.string(), nullable=False),
+        pa.field("owner_id", pa.int64(), nullable=False),
+        pa.field("position", pa.int16()),  # largest sequence position the tensor depends on (-1: none)
+        pa.field("nbytes", pa.int64(), nullable=False),
+        pa.field("cache_hit", pa.bool_(), nullable=False),
+    ]
+)
+
+METADATA_KEY = b"evotrace"
+
+
+def with_run_metadata(schema: pa.Schema, params: dict) -> pa.Schema:
+    """Attach the search parameters (N, p, s, W, seed, space, options...) as JSON metadata."""
+    return schema.with_metadata({METADATA_KEY: json.dumps(params, sort_keys=True).encode()})
+
+
+def run_metadata(schema: pa.Schema) -> dict:
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
