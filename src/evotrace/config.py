@@ -1,0 +1,62 @@
+"""Study configuration: the JSON schema (shared with the Snakefile's `validate`) plus the checks a
+schema cannot express, such as s < p < N or a run naming a dataset that does not exist."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import yaml
+
+IMAGE_SOURCES = {"sklearn-digits", "cifar10"}
+TABULAR_SOURCES = {"sklearn-breast-cancer", "candle-attn"}
+
+
+class ConfigError(ValueError):
+    """A configuration value that is well-typed but inconsistent; the message names the key."""
+
+
+def schema_path() -> str:
+    return str(resources.files("evotrace") / "schemas" / "config.schema.yaml")
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(resources.files("evotrace").joinpath("schemas/config.schema.yaml").read_text())
+
+
+def check(config: dict) -> dict:
+    """Raise ConfigError on the first cross-key inconsistency of a schema-valid config."""
+    search = config["search"]
+    n, p, s = search["candidates"], search["population"], search["sample"]
+    if not s < p < n:
+        raise ConfigError(f"search: Algorithm 1 needs sample < population < candidates, got s={s}, p={p}, N={n}")
+    datasets = config["datasets"]
+    for name, run in config["runs"].items():
+        if run["dataset"] not in datasets:
+            raise ConfigError(f"runs.{name}.dataset: {run['dataset']!r} is not one of datasets {sorted(datasets)}")
+        source = datasets[run["dataset"]]["source"]
+        wanted = IMAGE_SOURCES if run["space"] == "nb201" else TABULAR_SOURCES
+        if source not in wanted:
+            raise ConfigError(
+                f"runs.{name}: space {run['space']!r} needs a dataset from {sorted(wanted)}, "
+                f"{run['dataset']!r} is {source!r}"
+            )
+        options = run.get("space_options", {})
+        wrong = sorted(set(options) - ({"C", "N"} if run["space"] == "nb201" else {"widths", "activations"}))
+        if wrong:
+            raise ConfigError(f"runs.{name}.space_options: {wrong} do not apply to space {run['space']!r}")
+        if "widths" in options and not options["widths"][0] <= options["widths"][1]:
+            raise ConfigError(f"runs.{name}.space_options.widths: first {options['widths'][0]} > last {options['widths'][1]}")
+        weights = run.get("mutation", search.get("mutation", {})).get("positions")
+        if isinstance(weights, list) and not any(weights):
+            raise ConfigError(f"runs.{name}.mutation.positions: weights are all zero")
+        quanta = run.get("scheduling", search.get("scheduling", {})).get("quanta", 1)
+        if quanta > search["workers"]:
+            raise ConfigError(f"runs.{name}.scheduling.quanta: {quanta} exceeds search.workers={search['workers']}")
+    analysis = config["analysis"]
+    for run in analysis.get("trie", {}).get("runs", []):
+        if run not in config["runs"]:
+            raise ConfigError(f"analysis.trie.runs: {run!r} is not one of runs {sorted(config['runs'])}")
+    late = [t for t in analysis.get("snapshots", []) if t > n]
+    if late:
+        raise ConfigError(f"analysis.snapshots: {late} exceed search.candidates={n}")
+    return config
