@@ -11,7 +11,7 @@ import sys
 COMMAND_MODULES = [
     "evotrace.cli",
     "evotrace.data",
-    "evotrace.setup",
+    "evotrace.runspec",
     "evotrace.search.command",
     "evotrace.consolidate",
     "evotrace.analysis.command",

@@ -9,6 +9,7 @@ import yaml
 
 IMAGE_SOURCES = {"sklearn-digits", "cifar10"}
 TABULAR_SOURCES = {"sklearn-breast-cancer", "candle-attn"}
+RESERVED_RUN_NAMES = {"traces", "tables", "figures"}  # sibling folders of the runs under results/<study>/
 
 
 class ConfigError(ValueError):
@@ -30,7 +31,12 @@ def check(config: dict) -> dict:
     if not s < p < n:
         raise ConfigError(f"search: Algorithm 1 needs sample < population < candidates, got s={s}, p={p}, N={n}")
     datasets = config["datasets"]
+    for name, dataset in datasets.items():
+        if "input_blocks" in dataset and dataset["source"] not in TABULAR_SOURCES:
+            raise ConfigError(f"datasets.{name}.input_blocks: applies to tabular sources only, not {dataset['source']!r}")
     for name, run in config["runs"].items():
+        if name in RESERVED_RUN_NAMES:
+            raise ConfigError(f"runs.{name}: the name is reserved for results/<study>/{name}/; rename the run")
         if run["dataset"] not in datasets:
             raise ConfigError(f"runs.{name}.dataset: {run['dataset']!r} is not one of datasets {sorted(datasets)}")
         source = datasets[run["dataset"]]["source"]

@@ -64,3 +64,57 @@ def with_run_metadata(schema: pa.Schema, params: dict) -> pa.Schema:
 def run_metadata(schema: pa.Schema) -> dict:
     raw = (schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be analysed; the message names the file and the problem."""
+
+
+_STRING_LIKE = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def check_schema(actual: pa.Schema, expected: pa.Schema, path) -> None:
+    """Fail early, naming the column, when a trace does not follow its schema: every analysis assumes
+    these names and types, and a wrong one would otherwise surface far away as a puzzling result."""
+    names = set(actual.names)
+    missing = [f.name for f in expected if f.name not in names]
+    if missing:
+        raise TraceError(f"{path}: missing column(s) {', '.join(missing)}")
+    extra = [n for n in actual.names if n not in set(expected.names)]
+    if extra:
+        raise TraceError(f"{path}: unexpected column(s) {', '.join(extra)}")
+    for field in expected:
+        got = actual.field(field.name).type
+        if got != field.type and not (field.type in _STRING_LIKE and got in _STRING_LIKE):
+            raise TraceError(f"{path}: column {field.name} has type {got}, expected {field.type}")
+
+
+def read_trace(path, expected: pa.Schema) -> pa.Table:
+    """Read one parquet trace and check it against `expected`; unreadable (empty, truncated, corrupt)
+    files and schema violations raise TraceError. Returns the table cast to `expected` (its metadata kept)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such file") from None
+    except (pa.ArrowException, OSError) as err:
+        import os
+
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            raise TraceError(f"{path}: empty file (0 bytes)") from None
+        raise TraceError(f"{path}: not a readable parquet file (truncated or corrupt): {err}") from None
+    check_schema(table.schema, expected, path)
+    for field in expected:
+        if not field.nullable and table.column(field.name).null_count:
+            raise TraceError(f"{path}: column {field.name} has {table.column(field.name).null_count} null value(s)")
+    metadata = table.schema.metadata
+    return table.select(expected.names).cast(expected).replace_schema_metadata(metadata)
+
+
+def read_candidates(path) -> pa.Table:
+    return read_trace(path, CANDIDATES)
+
+
+def read_tensor_reads(path) -> pa.Table:
+    return read_trace(path, TENSOR_READS)

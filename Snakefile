@@ -1,0 +1,28 @@
+# evotrace: traced parallel regularized-evolution NAS with transfer learning, and the analyses of its
+# characterization study. One file per stage under workflow/rules; see docs/architecture.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/setup.smk"
+include: "workflow/rules/search.smk"
+include: "workflow/rules/traces.smk"
+include: "workflow/rules/rq1.smk"
+include: "workflow/rules/rq2.smk"
+include: "workflow/rules/rq3.smk"
+include: "workflow/rules/rq4.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_output(),
+    default_target: True

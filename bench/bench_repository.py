@@ -1,0 +1,103 @@
+"""Repository write+read throughput against raw files holding the same bytes (target >= 0.8x).
+
+Each model is a state_dict of a few MB. The repository path hashes every tensor on write and verifies
+it on read, writes safetensors + metadata JSON through temp-file/fsync/rename; the raw path writes the
+tensor bytes to one file per model (same fsync + rename, so durability is equal) and reads it back
+whole. Reads come from the page cache on both sides."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from evotrace.repository import ModelRepository
+
+
+def models(n, mb, tensors, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    per = int(mb * 2**20 / 4 / tensors)
+    return [{f"layer{i}.weight": torch.randn(per, generator=g) for i in range(tensors)} for _ in range(n)]
+
+
+def raw(root: Path, states, fsync: bool):
+    root.mkdir(parents=True)
+    t0 = time.perf_counter()
+    for i, sd in enumerate(states):
+        tmp, final = root / f".tmp-{i}", root / f"{i}.bin"
+        with open(tmp, "wb") as fh:
+            for t in sd.values():
+                fh.write(memoryview(t.view(torch.uint8).numpy()))
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    if fsync:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd)
+        os.close(fd)
+    write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(len(states)):
+        with open(root / f"{i}.bin", "rb") as fh:
+            data = fh.read()
+        torch.frombuffer(bytearray(data), dtype=torch.float32)
+    read = time.perf_counter() - t0
+    return write, read
+
+
+def repo(root: Path, states, fsync: bool, algorithm: str):
+    r = ModelRepository(root, hash_algorithm=algorithm, fsync=fsync)
+    t0 = time.perf_counter()
+    for i, sd in enumerate(states):
+        r.put(i, (i,), 0.5, sd)
+    write = time.perf_counter() - t0
+    r = ModelRepository(root, hash_algorithm=algorithm)
+    t0 = time.perf_counter()
+    for i in range(len(states)):
+        r.load(i)
+    read = time.perf_counter() - t0
+    return write, read
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", type=int, default=200)
+    ap.add_argument("--mb", type=float, default=4.0)
+    ap.add_argument("--tensors", type=int, default=8)
+    ap.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    states = models(args.models, args.mb, args.tensors)
+    total = sum(t.numel() * 4 for sd in states for t in sd.values()) / 2**20
+    base = Path(tempfile.mkdtemp(dir=args.dir, prefix="bench-repo-"))
+    print(f"{args.models} models x {args.mb} MB ({args.tensors} tensors each) = {total:.0f} MB, in {base}")
+    try:
+        for fsync in (True, False):
+            results = {}
+            for label, fn in [("raw", None), ("repo sha256", "sha256"), ("repo crc32", "crc32"), ("repo blake2b", "blake2b")]:
+                best = None
+                for rep in range(args.repeat):
+                    root = base / f"{label.replace(' ', '-')}-{fsync}-{rep}"
+                    w, r = raw(root, states, fsync) if fn is None else repo(root, states, fsync, fn)
+                    shutil.rmtree(root)
+                    best = (w, r) if best is None or w + r < sum(best) else best
+                results[label] = best
+            rw, rr = results["raw"]
+            for label, (w, r) in results.items():
+                print(
+                    f"fsync={fsync!s:<5} {label:<13} write {total / w:7.0f} MB/s  read {total / r:7.0f} MB/s  "
+                    f"write+read {total / (w + r):7.0f} MB/s  ratio vs raw: write {rw / w:4.2f}  read {rr / r:4.2f}  "
+                    f"both {(rw + rr) / (w + r):4.2f}"
+                )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

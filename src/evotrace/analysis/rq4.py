@@ -1,0 +1,222 @@
+"""RQ4 (Section V-C, Fig. 3): model quality over the search. High performers show as the stepwise
+cumulative maximum; low performers stay hidden by the usual figures, yet regularized evolution never
+picks the s-1 worst of a sample as parent, which bounds whether a new model is worth storing for
+transfer. The population after insertion k is the members with insert_seq in (k-p, k] (Algorithm 1:
+discard the oldest, append the new one); a parent was drawn from insert_seq in [v-p, v), v being the
+child's population_version."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .common import ok_candidates
+
+TRIM_QUANTILE = 0.5  # the trimmed Fig. 3 axis starts at this quantile of the run's observed quality
+_CHUNK_CELLS = 1 << 22
+
+
+def window_count_le(values: np.ndarray, start: np.ndarray, stop: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """For each i, how many values[j] with start[i] <= j < stop[i] are <= threshold[i]. Vectorized
+    over a (rows x widest window) block, in chunks that bound the memory."""
+    out = np.zeros(len(start), dtype=np.int64)
+    if not len(start) or not len(values):
+        return out
+    width = int(max((stop - start).max(), 1))
+    offsets = np.arange(width)
+    step = max(1, _CHUNK_CELLS // width)
+    for lo in range(0, len(start), step):
+        hi = min(lo + step, len(start))
+        idx = start[lo:hi, None] + offsets
+        inside = idx < stop[lo:hi, None]
+        picked = values[np.clip(idx, 0, len(values) - 1)]
+        out[lo:hi] = (inside & (picked <= threshold[lo:hi, None])).sum(axis=1)
+    return out
+
+
+def transfer_bound(population: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """p(X = 0 | X ~ H(P, P - lambda, s)): the chance that a sample of s members holds none of the
+    P - lambda better ones, an upper bound on the model becoming a parent at one draw. With fewer
+    members than s (population not yet full) the sample is the whole population."""
+    population = np.asarray(population, dtype=np.int64)
+    draws = np.minimum(np.asarray(sample, dtype=np.int64), population)
+    return stats.hypergeom.pmf(0, population, population - np.asarray(rank, dtype=np.int64), draws)
+
+
+def _run_params(params: dict, run: str) -> tuple[int, int]:
+    spec = params["runs"][run]
+    return int(spec["population"]), int(spec["sample"])
+
+
+def _ok(candidates: pd.DataFrame) -> pd.DataFrame:
+    ok = ok_candidates(candidates)
+    return ok[ok["quality"].notna()]
+
+
+def quality(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Every successful candidate in completion order with the cumulative maximum (Fig. 3).
+    `completion` counts all finished candidates, failed ones included (the paper's time step);
+    `improvement` marks a strictly new maximum."""
+    frames = []
+    for run, group in candidates.groupby("run", sort=True):
+        group = group.sort_values(["end_time", "job_id"], kind="stable")
+        group = group.assign(completion=np.arange(1, len(group) + 1))
+        ok = _ok(group)
+        q = ok["quality"].to_numpy(dtype=np.float64)
+        best = np.maximum.accumulate(q) if len(q) else q
+        before = np.r_[-np.inf, best[:-1]] if len(q) else q
+        frames.append(pd.DataFrame({
+            "run": str(run), "job_id": ok["job_id"].to_numpy(), "stage": ok["stage"].to_numpy(),
+            "end_time": ok["end_time"].to_numpy(), "completion": ok["completion"].to_numpy(),
+            "quality": q, "cummax": best, "improvement": q > before,
+        }))
+    columns = ["run", "job_id", "stage", "end_time", "completion", "quality", "cummax", "improvement"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def improvements(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Each step of the cumulative maximum: when, which candidate, its quality and the gain over
+    the previous maximum (empty for the first). Shrinking gains are the diminishing returns."""
+    steps = quality(candidates, tensor_reads, params)
+    steps = steps[steps["improvement"].astype(bool)].copy()
+    steps["step"] = steps.groupby("run").cumcount() + 1
+    steps["gain"] = steps.groupby("run")["quality"].diff()
+    return steps[["run", "step", "job_id", "stage", "end_time", "completion", "quality", "gain"]].reset_index(drop=True)
+
+
+def quality_summary(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Per run: counts, quality range, the lower edge of the trimmed Fig. 3 axis (`trim_low`, the
+    TRIM_QUANTILE quantile, or analysis.quality_trim_quantile when set) and how many successful
+    candidates that trimmed axis hides."""
+    quantile = float(params.get("analysis", {}).get("quality_trim_quantile", TRIM_QUANTILE))
+    rows = []
+    for run, group in candidates.groupby("run", sort=True):
+        q = _ok(group)["quality"].to_numpy(dtype=np.float64)
+        low = float(np.quantile(q, quantile)) if len(q) else np.nan
+        best = np.maximum.accumulate(q) if len(q) else q
+        rows.append({
+            "run": str(run), "candidates": len(group), "ok": len(q), "failed": len(group) - len(q),
+            "min": float(q.min()) if len(q) else np.nan, "median": float(np.median(q)) if len(q) else np.nan,
+            "max": float(q.max()) if len(q) else np.nan, "trim_quantile": quantile, "trim_low": low,
+            "hidden": int((q < low).sum()), "improvements": int((q > np.r_[-np.inf, best[:-1]]).sum()) if len(q) else 0,
+        })
+    columns = ["run", "candidates", "ok", "failed", "min", "median", "max", "trim_quantile", "trim_low",
+               "hidden", "improvements"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _uses(group: pd.DataFrame, column: str) -> pd.Series:
+    ids = pd.to_numeric(group[column], errors="coerce").dropna().astype(np.int64)
+    return ids.value_counts()
+
+
+def insertion_rank(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """For each inserted candidate: its rank lambda in the population just after its insertion
+    (1 = worst; ties count as not better, so P - lambda is the number of strictly better members),
+    P the members present then (p once stage 1 is done), the bound p(X=0 | H(P, P-lambda, s)), and
+    whether it ever became a parent or a donor (how many children and transfers it gave)."""
+    frames = []
+    for run, group in candidates.groupby("run", sort=True):
+        p, s = _run_params(params, str(run))
+        ok = _ok(group)
+        ok = ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
+        seq = ok["insert_seq"].to_numpy(dtype=np.int64)
+        q = ok["quality"].to_numpy(dtype=np.float64)
+        start = np.searchsorted(seq, seq - p + 1, side="left")
+        stop = np.arange(1, len(seq) + 1)
+        rank = window_count_le(q, start, stop, q)
+        population = stop - start
+        children, donations = _uses(group, "parent_id"), _uses(group, "donor_id")
+        job = ok["job_id"].to_numpy(dtype=np.int64)
+        n_children = children.reindex(job, fill_value=0).to_numpy()
+        n_donations = donations.reindex(job, fill_value=0).to_numpy()
+        frames.append(pd.DataFrame({
+            "run": str(run), "job_id": job, "stage": ok["stage"].to_numpy(), "insert_seq": seq,
+            "end_time": ok["end_time"].to_numpy(), "quality": q, "population": population, "rank": rank,
+            "sample": s, "transfer_bound": transfer_bound(population, rank, np.full(len(seq), s)),
+            "children": n_children, "donations": n_donations,
+            "was_parent": n_children > 0, "was_donor": n_donations > 0,
+        }))
+    columns = ["run", "job_id", "stage", "insert_seq", "end_time", "quality", "population", "rank", "sample",
+               "transfer_bound", "children", "donations", "was_parent", "was_donor"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def rank_outcomes(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Per run and rank lambda at insertion into a full population (P = p): how many candidates,
+    which share ever became parents or donors, and the one-draw bound p(X=0 | H(p, p-lambda, s)).
+    A candidate stays up to p insertions in the population, so the observed share may exceed the
+    one-draw bound; ranks below s must stay at zero parents."""
+    ranks = insertion_rank(candidates, tensor_reads, params)
+    rows = []
+    for run, group in ranks.groupby("run", sort=True):
+        p, s = _run_params(params, str(run))
+        full = group[group["population"] == p]
+        table = full.groupby("rank").agg(candidates=("job_id", "size"), parents=("was_parent", "sum"),
+                                         donors=("was_donor", "sum")).reindex(np.arange(1, p + 1), fill_value=0)
+        table["parent_fraction"] = (table["parents"] / table["candidates"].where(table["candidates"] > 0)).astype(float)
+        table["donor_fraction"] = (table["donors"] / table["candidates"].where(table["candidates"] > 0)).astype(float)
+        table["transfer_bound"] = transfer_bound(np.full(p, p), np.arange(1, p + 1), np.full(p, s))
+        table = table.rename_axis("rank").reset_index()
+        table.insert(0, "run", str(run))
+        rows.append(table)
+    columns = ["run", "rank", "candidates", "parents", "parent_fraction", "donors", "donor_fraction", "transfer_bound"]
+    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+
+
+def worst_parents(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Checks the claim that the s-1 worst never become parents. At each draw (a stage-2 child with
+    population_version v) the parent's rank among the members with insert_seq in [v-p, v) must be at
+    least s, since it beat s-1 others of its sample: `worst_draws` / `worst_draw_fraction` count draws
+    whose parent ranked below s (0 for a correct Algorithm 1) and `parent_outside` parents that were not
+    members at all (0 too). Since members retire, a candidate among the s-1 worst at its insertion can
+    still climb and become a parent later: `inserted_worst*` measure that for the candidates inserted
+    into a full population with rank below s."""
+    ranks = insertion_rank(candidates, tensor_reads, params)
+    rows = []
+    for run, group in candidates.groupby("run", sort=True):
+        p, s = _run_params(params, str(run))
+        ok = _ok(group)
+        ok = ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
+        seq = ok["insert_seq"].to_numpy(dtype=np.int64)
+        q = ok["quality"].to_numpy(dtype=np.float64)
+        child = group[group["parent_id"].notna()]
+        parent = pd.to_numeric(child["parent_id"]).astype(np.int64).to_numpy()
+        version = pd.to_numeric(child["population_version"]).astype(np.int64).to_numpy()
+        member = pd.Series(np.arange(len(seq)), index=ok["job_id"].to_numpy(dtype=np.int64))
+        where = member.reindex(parent).to_numpy()
+        known = ~np.isnan(where)
+        at = where[known].astype(np.int64)
+        v = version[known]
+        start = np.searchsorted(seq, v - p, side="left")
+        stop = np.searchsorted(seq, v, side="left")
+        inside = (seq[at] >= v - p) & (seq[at] < v)
+        rank = window_count_le(q, start, stop, q[at])
+        worst = inside & (rank <= s - 1)
+        draws = len(parent)
+        mine = ranks[ranks["run"] == str(run)]
+        inserted = mine[(mine["population"] == p) & (mine["rank"] <= s - 1)]
+        rows.append({
+            "run": str(run), "population": p, "sample": s, "draws": draws,
+            "parent_outside": int((~known).sum() + (~inside).sum()),
+            "worst_draws": int(worst.sum()), "worst_draw_fraction": worst.sum() / draws if draws else np.nan,
+            "inserted_worst": len(inserted), "inserted_worst_parents": int(inserted["was_parent"].sum()),
+            "inserted_worst_parent_fraction": inserted["was_parent"].mean() if len(inserted) else np.nan,
+            "inserted_worst_donors": int(inserted["was_donor"].sum()),
+            "inserted_worst_donor_fraction": inserted["was_donor"].mean() if len(inserted) else np.nan,
+        })
+    columns = ["run", "population", "sample", "draws", "parent_outside", "worst_draws", "worst_draw_fraction",
+               "inserted_worst", "inserted_worst_parents", "inserted_worst_parent_fraction",
+               "inserted_worst_donors", "inserted_worst_donor_fraction"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+TABLES = {
+    "quality": quality,
+    "improvements": improvements,
+    "quality_summary": quality_summary,
+    "insertion_rank": insertion_rank,
+    "rank_outcomes": rank_outcomes,
+    "worst_parents": worst_parents,
+}

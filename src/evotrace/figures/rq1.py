@@ -1,0 +1,170 @@
+"""RQ1 figures (Fig. 1 and its companions), drawn only from the tables of evotrace.analysis.rq1."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TRIE_HEIGHT_PX = 480  # plot height the node size is fitted to (figures.export default is 650)
+
+
+def _grid(runs: list[str], cols: int = 3, **kwargs) -> tuple[go.Figure, list[tuple[int, int]]]:
+    cols = max(1, min(cols, len(runs)))
+    rows = max(1, math.ceil(len(runs) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[str(r) for r in runs] or None, **kwargs)
+    return fig, [(i // cols + 1, i % cols + 1) for i in range(len(runs))]
+
+
+def _runs(table: pd.DataFrame) -> list[str]:
+    return sorted(table["run"].astype(str).unique()) if len(table) else []
+
+
+def trie_layout(nodes: pd.DataFrame) -> pd.Series:
+    """Vertical position of each node: leaves one unit apart in the order of their choice paths
+    (a child sits inside its parent's band), each inner node at the mean of its children."""
+    nodes = nodes.sort_values(["depth", "node"])
+    path: dict[int, tuple] = {}
+    children: dict[int, list[int]] = {}
+    for node, parent, choice in zip(nodes["node"], nodes["parent_node"], nodes["choice"]):
+        node, parent = int(node), int(parent)
+        path[node] = path.get(parent, ()) + ((int(choice),) if parent >= 0 else ())
+        children.setdefault(parent, []).append(node)
+    leaves = sorted((n for n in path if n not in children), key=path.get)
+    y = {leaf: -float(i) for i, leaf in enumerate(leaves)}
+    for node in sorted(path, key=lambda n: -len(path[n])):
+        if node in children:
+            y[node] = float(np.mean([y[c] for c in children[node]]))
+    return pd.Series(y).reindex(nodes["node"].astype(int).to_numpy()).set_axis(nodes.index)
+
+
+def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Fig. 1: the pruned prefix trie of each run in analysis.trie.runs, left to right; label = choice
+    and share of candidates with the prefix, colour = transfers that covered the prefix."""
+    table = tables["trie"]
+    wanted = [str(r) for r in params.get("analysis", {}).get("trie", {}).get("runs", [])]
+    present = set(table["run"].astype(str))
+    runs = [r for r in wanted if r in present] or _runs(table)
+    fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=runs or None, horizontal_spacing=0.04)
+    inner = table[table["parent_node"] >= 0]
+    top = float(inner["transfers"].max()) if len(inner) else 1.0
+    for col, run in enumerate(runs, start=1):
+        nodes = table[table["run"].astype(str) == run].copy()
+        nodes["y"] = trie_layout(nodes)
+        edges = nodes[nodes["parent_node"] >= 0].merge(
+            nodes[["node", "depth", "y"]], left_on="parent_node", right_on="node", suffixes=("", "_up"))
+        gap = np.full(len(edges), np.nan)
+        edge_x = np.c_[edges["depth_up"], edges["depth"], gap].ravel()
+        edge_y = np.c_[edges["y_up"], edges["y"], gap].ravel()
+        fig.add_trace(go.Scatter(x=edge_x, y=edge_y, mode="lines", line={"color": "#b0b0b0", "width": 1},
+                                 hoverinfo="skip", showlegend=False, name=f"{run} edges"), row=1, col=col)
+        leaves = max(1, int((~nodes["node"].isin(nodes["parent_node"])).sum()))
+        spacing = TRIE_HEIGHT_PX / leaves
+        size = float(np.clip(0.8 * spacing, 5, 22))
+        label = [f"{'root' if c < 0 else int(c)} · {100 * f:.1f}%" for c, f in zip(nodes["choice"], nodes["fraction"])]
+        root = nodes["parent_node"] < 0
+        fig.add_trace(go.Scatter(
+            x=nodes["depth"][~root], y=nodes["y"][~root], mode="markers+text", text=[l for l, r in zip(label, root) if not r],
+            textposition="middle right", textfont={"size": float(np.clip(0.7 * spacing, 5, 11))},
+            marker={"size": size, "color": nodes["transfers"][~root], "coloraxis": "coloraxis",
+                    "line": {"color": "#404040", "width": 0.5}},
+            customdata=np.c_[nodes["prefix"].astype(str), nodes["candidates"], nodes["transfers"]][~root.to_numpy()],
+            hovertemplate="prefix %{customdata[0]}<br>%{customdata[1]} candidates<br>%{customdata[2]} transfers<extra></extra>",
+            showlegend=False, name=run,
+        ), row=1, col=col)
+        fig.add_trace(go.Scatter(
+            x=nodes["depth"][root], y=nodes["y"][root], mode="markers+text", text=["root"] * int(root.sum()),
+            textposition="top center", marker={"size": size, "color": "white", "line": {"color": "#404040", "width": 1}},
+            hoverinfo="skip", showlegend=False, name=f"{run} root",
+        ), row=1, col=col)
+        fig.update_xaxes(title_text="prefix length (depth)", dtick=1, range=[-0.4, nodes["depth"].max() + 0.9], row=1, col=col)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=col)
+    fig.update_layout(
+        title="Trie of architecture sequences (prefixes below "
+              f"{100 * params.get('analysis', {}).get('trie', {}).get('min_fraction', 0):g}% of candidates pruned)",
+        coloraxis={"colorscale": "RdBu_r", "cmin": 0, "cmax": max(top, 1.0), "colorbar": {"title": "transfers"}},
+        template="plotly_white",
+    )
+    return fig
+
+
+def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Share of each choice at each position, one heatmap per run, on a shared colour scale."""
+    table = tables["choice_frequency"]
+    runs = _runs(table)
+    fig, cells = _grid(runs, cols=2, horizontal_spacing=0.08, vertical_spacing=0.12)
+    for run, (r, c) in zip(runs, cells):
+        part = table[table["run"].astype(str) == run]
+        grid = part.pivot(index="choice", columns="position", values="fraction")
+        uniform = part.pivot(index="choice", columns="position", values="uniform")
+        few = grid.size <= 400
+        fig.add_trace(go.Heatmap(
+            z=grid.to_numpy(), x=grid.columns, y=grid.index, coloraxis="coloraxis",
+            text=(100 * grid).round(1).to_numpy() if few else None, texttemplate="%{text}%" if few else None,
+            customdata=uniform.to_numpy(), name=run,
+            hovertemplate="position %{x}, choice %{y}: %{z:.1%} (uniform %{customdata:.1%})<extra></extra>",
+        ), row=r, col=c)
+        fig.update_xaxes(title_text="position", dtick=1, row=r, col=c)
+        fig.update_yaxes(title_text="choice", row=r, col=c)
+    fig.update_layout(title="Per-position choice frequency", template="plotly_white",
+                      coloraxis={"colorscale": "Viridis", "cmin": 0, "colorbar": {"title": "share", "tickformat": ".0%"}})
+    return fig
+
+
+def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Mutations per position against the uniform expectation, with the chi-square result."""
+    table, tests = tables["mutation_positions"], tables["mutation_uniformity"]
+    runs = _runs(table)
+    tests = tests.assign(run=tests["run"].astype(str)).set_index("run")
+    titles = []
+    for run in runs:
+        t = tests.loc[run] if run in tests.index else None
+        titles.append(f"{run}: χ²={t['chisq']:.2f}, dof={int(t['dof'])}, p={t['p_value']:.3g}" if t is not None else run)
+    fig, cells = _grid(titles, cols=2, horizontal_spacing=0.08, vertical_spacing=0.15)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
+        part = table[table["run"].astype(str) == run]
+        fig.add_trace(go.Bar(x=part["position"], y=part["mutations"], name="observed", marker_color="#4c78a8",
+                             legendgroup="observed", showlegend=i == 0), row=r, col=c)
+        fig.add_trace(go.Scatter(x=part["position"], y=part["expected"], mode="lines+markers", name="uniform",
+                                 line={"color": "#e45756", "dash": "dash"}, legendgroup="uniform",
+                                 showlegend=i == 0), row=r, col=c)
+        fig.update_xaxes(title_text="mutated position", dtick=1 if len(part) <= 20 else None, row=r, col=c)
+        fig.update_yaxes(title_text="mutations", row=r, col=c)
+    fig.update_layout(title="Mutation position against uniform", template="plotly_white", barmode="overlay")
+    return fig
+
+
+def prefix_length(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Transferred prefix length of stage-2 candidates against uniform mutation (1/L for 0..L-1)."""
+    table, summary = tables["prefix_length"], tables["transfer_summary"]
+    runs = _runs(table)
+    summary = summary.assign(run=summary["run"].astype(str)).set_index("run")
+    titles = []
+    for run in runs:
+        s = summary.loc[run] if run in summary.index else None
+        titles.append(f"{run}: mean {s['mean_prefix_len']:.2f} vs {s['expected_mean_prefix_len']:.2f}" if s is not None else run)
+    fig, cells = _grid(titles, cols=2, horizontal_spacing=0.08, vertical_spacing=0.15)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
+        part = table[table["run"].astype(str) == run]
+        fig.add_trace(go.Bar(x=part["prefix_len"], y=part["fraction"], name="observed", marker_color="#54a24b",
+                             legendgroup="observed", showlegend=i == 0), row=r, col=c)
+        fig.add_trace(go.Scatter(x=part["prefix_len"], y=part["expected_fraction"], mode="lines+markers",
+                                 line={"color": "#e45756", "dash": "dash", "shape": "hvh"},
+                                 name="uniform mutation", legendgroup="uniform", showlegend=i == 0), row=r, col=c)
+        fig.update_xaxes(title_text="transferred prefix length", dtick=1 if len(part) <= 20 else None, row=r, col=c)
+        fig.update_yaxes(title_text="share of stage-2 candidates", tickformat=".0%", row=r, col=c)
+    fig.update_layout(title="Transferred prefix length against uniform mutation", template="plotly_white")
+    return fig
+
+
+FIGURES = {
+    "trie": trie,
+    "choice_frequency": choice_frequency,
+    "mutation_positions": mutation_positions,
+    "prefix_length": prefix_length,
+}
+
+CAPTIONS = {name: f"rq1_{name}.rst" for name in FIGURES}

@@ -1,0 +1,217 @@
+"""RQ3 figures (Section V-D): Fig. 4, its animation, tiers, donor probability, birthday bound and the
+improvement lag, drawn from the rq3 tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+TIER_COLORS = {1: "#d62728", 2: "#ff7f0e", 3: "#1f77b4"}
+COLORS = qualitative.Plotly
+
+
+def _spacing(rows: int, wanted: float) -> float:
+    """plotly refuses a vertical spacing above 1 / (rows - 1)."""
+    return min(wanted, 0.9 / max(1, rows - 1))
+
+
+def _runs(table, params) -> list[str]:
+    present = list(dict.fromkeys(table["run"]))
+    listed = [r for r in params.get("runs", {}) if r in present]
+    return listed + [r for r in present if r not in listed]
+
+
+def _id_ranges(tables, runs) -> dict[str, list[float]]:
+    """x-range of a row: every prefix id of the run, so that ids line up across its columns."""
+    ids = tables["prefix_ids"].groupby("run")["prefix_id"].max()
+    return {run: [-0.5, float(ids.get(run, 0)) + 0.5] for run in runs}
+
+
+def _bar(sub):
+    """Bars colored by popularity tier, so the three tiers read off any histogram."""
+    return go.Bar(
+        x=sub["prefix_id"], y=sub["count"], showlegend=False, marker_color=list(sub["tier"].map(TIER_COLORS)),
+        customdata=sub[["prefix", "tier"]],
+        hovertemplate="id %{x} (%{customdata[0]}): %{y}, tier %{customdata[1]}<extra></extra>",
+    )
+
+
+def _tier_legend(fig):
+    for tier, color in TIER_COLORS.items():
+        fig.add_trace(go.Bar(x=[None], y=[None], name=f"tier {tier}", marker_color=color, showlegend=True))
+
+
+def prefix_histograms(tables, params) -> go.Figure:
+    """Fig. 4: prefix histograms of the last p candidates; rows = runs, columns = snapshots."""
+    snaps = tables["prefix_snapshots"]
+    runs = _runs(tables["prefix_ids"], params) or ["(no candidates)"]
+    seen = sorted(snaps["seen"].unique()) or [0]
+    titles = [f"{run}, {n} candidates seen" for run in runs for n in seen]
+    fig = make_subplots(rows=len(runs), cols=len(seen), subplot_titles=titles, vertical_spacing=_spacing(len(runs), 0.1))
+    ranges = _id_ranges(tables, runs)
+    for r, run in enumerate(runs, start=1):
+        for col, n in enumerate(seen, start=1):
+            sub = snaps[(snaps["run"] == run) & (snaps["seen"] == n)]
+            fig.add_trace(_bar(sub), row=r, col=col)
+            fig.update_xaxes(range=ranges[run], row=r, col=col)
+        fig.update_yaxes(title_text="count in window", row=r, col=1)
+    for col in range(1, len(seen) + 1):
+        fig.update_xaxes(title_text="prefix id", row=len(runs), col=col)
+    _tier_legend(fig)
+    fig.update_layout(title="Prefix popularity over the last p candidates (the population)", height=max(400, 300 * len(runs)),
+                      bargap=0.05)
+    return fig
+
+
+def prefix_animation(tables, params) -> go.Figure:
+    """Animated Fig. 4 over the whole search: one bar trace per run (row), one frame every ~p/10
+    candidates; a run that ended earlier keeps showing its last window."""
+    frames_t = tables["prefix_frames"]
+    runs = _runs(frames_t, params) or ["(no candidates)"]
+    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, vertical_spacing=_spacing(len(runs), 0.06))
+    ranges = _id_ranges(tables, runs)
+    steps = np.sort(frames_t["seen"].unique())
+    per_run = {run: frames_t[frames_t["run"] == run] for run in runs}
+    run_steps = {run: np.sort(t["seen"].unique()) for run, t in per_run.items()}
+
+    def bars(n):
+        out = []
+        for run in runs:
+            own = run_steps[run]
+            pick = own[min(np.searchsorted(own, n, side="right"), len(own)) - 1] if len(own) else None
+            sub = per_run[run][per_run[run]["seen"] == pick] if pick is not None else per_run[run]
+            out.append(_bar(sub))
+        return out
+
+    first = steps[0] if len(steps) else 0
+    for row, trace in enumerate(bars(first), start=1):
+        fig.add_trace(trace, row=row, col=1)
+    for row, run in enumerate(runs, start=1):
+        ymax = float(per_run[run]["count"].max()) if len(per_run[run]) else 1.0
+        fig.update_xaxes(range=ranges[run], row=row, col=1)
+        fig.update_yaxes(range=[0, ymax * 1.05], title_text="count", row=row, col=1)
+    fig.update_xaxes(title_text="prefix id", row=len(runs), col=1)
+    fig.frames = [go.Frame(name=str(n), data=bars(n), traces=list(range(len(runs)))) for n in steps]
+    play = dict(frame=dict(duration=150, redraw=True), fromcurrent=True, transition=dict(duration=0))
+    fig.update_layout(
+        title="Prefix popularity over the last p candidates, through the search",
+        height=max(400, 280 * len(runs)),
+        bargap=0.05,
+        showlegend=False,
+        updatemenus=[dict(type="buttons", x=0, y=-0.08, xanchor="left", yanchor="top", direction="left", buttons=[
+            dict(label="Play", method="animate", args=[None, play]),
+            dict(label="Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
+        ])],
+        sliders=[dict(active=0, x=0.12, len=0.88, y=-0.05, currentvalue=dict(prefix="candidates seen: "), steps=[
+            dict(label=str(n), method="animate",
+                 args=[[str(n)], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))])
+            for n in steps
+        ])],
+    )
+    return fig
+
+
+def tiers(tables, params) -> go.Figure:
+    """Share of each window's candidates carried by tier-1, tier-2 and tier-3 prefixes; rows = runs."""
+    t = tables["tiers"]
+    runs = _runs(t, params) or ["(no candidates)"]
+    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, shared_xaxes=True, vertical_spacing=_spacing(len(runs), 0.06))
+    for row, run in enumerate(runs, start=1):
+        sub = t[t["run"] == run]
+        for tier, line in sub.groupby("tier", sort=True):
+            fig.add_trace(
+                go.Scatter(x=line["seen"], y=line["share"], mode="lines", stackgroup=f"run{row}", name=f"tier {tier}",
+                           legendgroup=f"tier{tier}", showlegend=row == 1, line_color=TIER_COLORS[int(tier)],
+                           customdata=line["prefixes"],
+                           hovertemplate="%{x} seen: %{y:.0%} of the window in %{customdata} prefixes<extra></extra>"),
+                row=row, col=1,
+            )
+        fig.update_yaxes(title_text="share of window", range=[0, 1], row=row, col=1)
+    fig.update_xaxes(title_text="candidates seen", row=len(runs), col=1)
+    fig.update_layout(title="Popularity tiers of the prefixes in the last p candidates", height=max(400, 250 * len(runs)))
+    return fig
+
+
+def donor_probability(tables, params) -> go.Figure:
+    """P(donor / parent in the next window | >= k uses in the last window) against the base rate."""
+    t = tables["reuse_probability"]
+    runs = _runs(t, params)
+    roles = list(dict.fromkeys(t["role"])) or ["donor", "parent"]
+    fig = make_subplots(rows=1, cols=len(roles), subplot_titles=[f"{r} in the next window" for r in roles], shared_yaxes=True)
+    for col, role in enumerate(roles, start=1):
+        for i, run in enumerate(runs):
+            sub = t[(t["run"] == run) & (t["role"] == role)]
+            cond, base = sub[sub["k"] >= 1], sub[sub["k"] == 0]
+            color = COLORS[i % len(COLORS)]
+            fig.add_trace(go.Scatter(x=cond["k"], y=cond["probability"], mode="lines+markers", name=run, legendgroup=run,
+                                     showlegend=col == 1, line_color=color, customdata=cond[["hits", "models"]],
+                                     hovertemplate="k=%{x}: %{customdata[0]}/%{customdata[1]}<extra>" + run + "</extra>"),
+                          row=1, col=col)
+            if len(base) and len(cond):
+                fig.add_trace(go.Scatter(x=[cond["k"].min(), cond["k"].max()], y=[base["probability"].iloc[0]] * 2, mode="lines",
+                                         line=dict(color=color, dash="dot"), name=f"{run} base rate", legendgroup=run,
+                                         showlegend=False, hoverinfo="skip"), row=1, col=col)
+        marked = t[t["threshold"]]["k"]
+        if len(marked):
+            fig.add_vline(x=int(marked.iloc[0]), line_dash="dash", line_color="grey", row=1, col=col)
+        fig.update_xaxes(title_text="k: uses in the last window (at least)", dtick=1, row=1, col=col)
+    fig.update_yaxes(title_text="empirical probability", range=[0, 1.02], row=1, col=1)
+    fig.update_layout(title="Popularity predicts reuse: probability of being used again, dotted: base rate")
+    return fig
+
+
+def birthday(tables, params) -> go.Figure:
+    """Stage-1 size against the generalized birthday bound for the observed maximum prefix count."""
+    t = tables["birthday"]
+    runs = _runs(t, params)
+    t = t.set_index("run").reindex(runs)
+    fig = go.Figure()
+    series = [("stage1_size", "stage-1 candidates"),
+              ("bound_p50", "bound (p=0.5) for the observed max count k"),
+              ("next_bound_p50", "bound (p=0.5) for k + 1")]
+    for i, (column, name) in enumerate(series):
+        fig.add_trace(go.Bar(x=runs, y=t[column], name=name, marker_color=COLORS[i],
+                             text=[f"k={int(k)}" for k in t["max_count"]] if column == "bound_p50" else None,
+                             textposition="outside"))
+    fig.update_layout(title="Most frequent stage-1 prefix against the generalized birthday paradox",
+                      barmode="group", yaxis_title="sample size (candidates)", yaxis_type="log")
+    return fig
+
+
+def improvement_lag(tables, params) -> go.Figure:
+    """Creations between a new best model becoming available and its first child, against p/s."""
+    t = tables["improvement_lag"]
+    runs = _runs(t, params)
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        sub = t[(t["run"] == run) & t["lag"].notna()]
+        for superseded, part in ((False, sub[~sub["superseded"]]), (True, sub[sub["superseded"]])):
+            fig.add_trace(go.Scatter(
+                x=part["available_at"].astype(float), y=part["lag"].astype(float), mode="markers", name=run,
+                legendgroup=run, showlegend=not superseded,
+                marker=dict(color=COLORS[i % len(COLORS)], size=10, symbol="circle-open" if superseded else "circle"),
+                customdata=part[["job_id", "quality", "lag_seconds"]],
+                hovertemplate="model %{customdata[0]} (quality %{customdata[1]:.4f}): lag %{y} creations,"
+                " %{customdata[2]:.1f} s<extra>" + run + "</extra>",
+            ))
+    for expected, group in t.groupby("expected_lag", sort=True)["run"]:
+        fig.add_hline(y=float(expected), line_dash="dot", line_color="grey",
+                      annotation_text=f"p/s = {float(expected):g} ({', '.join(dict.fromkeys(group))})",
+                      annotation_position="top left")
+    fig.update_layout(title="Lag from a new best model to its first use as a parent (open: superseded first)",
+                      xaxis_title="creation at which it became available (job id)", yaxis_title="lag (creations)")
+    return fig
+
+
+FIGURES = {
+    "prefix_histograms": prefix_histograms,
+    "prefix_animation": prefix_animation,
+    "tiers": tiers,
+    "donor_probability": donor_probability,
+    "birthday": birthday,
+    "improvement_lag": improvement_lag,
+}
+
+CAPTIONS = {name: f"rq3_{name}.rst" for name in FIGURES}

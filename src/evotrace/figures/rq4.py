@@ -1,0 +1,117 @@
+"""RQ4 figures (Fig. 3 and its companions), drawn only from the tables of evotrace.analysis.rq4."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+STAGE_COLOUR = {1: "#9d9d9d", 2: "#4c78a8"}
+WEBGL_POINTS = 20_000
+
+
+def _grid(titles: list[str], cols: int = 2, **kwargs) -> tuple[go.Figure, list[tuple[int, int]]]:
+    cols = max(1, min(cols, len(titles)))
+    rows = max(1, math.ceil(len(titles) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles or None, **kwargs)
+    return fig, [(i // cols + 1, i % cols + 1) for i in range(len(titles))]
+
+
+def _runs(table: pd.DataFrame) -> list[str]:
+    return sorted(table["run"].astype(str).unique()) if len(table) else []
+
+
+def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
+    table, summary = tables["quality"], tables["quality_summary"]
+    summary = summary.assign(run=summary["run"].astype(str)).set_index("run")
+    runs = _runs(table)
+    titles = [f"{run} ({int(summary.loc[run, 'hidden'])} below the axis)" if trimmed and run in summary.index else run
+              for run in runs]
+    fig, cells = _grid(titles, horizontal_spacing=0.07, vertical_spacing=0.14)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
+        part = table[table["run"].astype(str) == run]
+        for stage, colour in STAGE_COLOUR.items():
+            points = part[part["stage"] == stage]
+            scatter = go.Scattergl if len(part) > WEBGL_POINTS else go.Scatter
+            fig.add_trace(scatter(x=points["end_time"], y=points["quality"], mode="markers",
+                                  marker={"size": 4, "color": colour, "opacity": 0.6},
+                                  name=f"observed, stage {stage}", legendgroup=f"stage{stage}",
+                                  showlegend=i == 0, customdata=points["job_id"],
+                                  hovertemplate="job %{customdata}<br>t=%{x:.1f} s<br>quality %{y:.4f}<extra></extra>"),
+                          row=r, col=c)
+        fig.add_trace(go.Scatter(x=part["end_time"], y=part["cummax"], mode="lines", line={"color": "#e45756", "width": 2, "shape": "hv"},
+                                 name="cumulative max", legendgroup="cummax", showlegend=i == 0, hoverinfo="skip"),
+                      row=r, col=c)
+        if trimmed and run in summary.index:
+            low, high = float(summary.loc[run, "trim_low"]), float(summary.loc[run, "max"])
+            pad = 0.03 * (high - low) if high > low else 0.01
+            fig.update_yaxes(range=[low, high + pad], row=r, col=c)
+        fig.update_xaxes(title_text="end time (s)", row=r, col=c)
+        fig.update_yaxes(title_text="quality", row=r, col=c)
+    what = "trimmed to the upper part of the quality range" if trimmed else "full quality range"
+    fig.update_layout(title=f"Observed and cumulative maximum quality ({what})", template="plotly_white")
+    return fig
+
+
+def quality_trimmed(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Fig. 3: the y-axis starts at the run's trim_low, separating the high performers."""
+    return _quality(tables, trimmed=True)
+
+
+def quality(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Fig. 3 untrimmed: shows the low performers that persist through the whole search."""
+    return _quality(tables, trimmed=False)
+
+
+def improvements(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Gain of each new maximum against the time it was reached: the diminishing returns."""
+    table = tables["improvements"]
+    fig = go.Figure()
+    for run in _runs(table):
+        part = table[(table["run"].astype(str) == run) & table["gain"].notna()]
+        fig.add_trace(go.Scatter(x=part["end_time"], y=part["gain"], mode="lines+markers", name=run,
+                                 customdata=part[["job_id", "quality"]].to_numpy(),
+                                 hovertemplate="job %{customdata[0]}: quality %{customdata[1]:.4f}<br>gain %{y:.4f}<extra></extra>"))
+    fig.update_layout(title="Gain of each improvement of the maximum quality", template="plotly_white",
+                      xaxis_title="end time (s)", yaxis_title="gain over the previous maximum")
+    return fig
+
+
+def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
+    """Share of candidates that ever became parents or donors by rank at insertion into a full
+    population, against the one-draw bound p(X=0 | H(p, p-lambda, s)); the dotted line marks s."""
+    table, checks = tables["rank_outcomes"], tables.get("worst_parents")
+    runs = _runs(table)
+    if checks is not None:
+        checks = checks.assign(run=checks["run"].astype(str)).set_index("run")
+    titles = [f"{run}: parent among the s-1 worst in {int(checks.loc[run, 'worst_draws'])} of {int(checks.loc[run, 'draws'])} draws"
+              if checks is not None and run in checks.index else run for run in runs]
+    fig, cells = _grid(titles, horizontal_spacing=0.07, vertical_spacing=0.14)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
+        part = table[table["run"].astype(str) == run]
+        fig.add_trace(go.Bar(x=part["rank"], y=part["parent_fraction"], name="ever a parent", marker_color="#4c78a8",
+                             legendgroup="parent", showlegend=i == 0), row=r, col=c)
+        fig.add_trace(go.Bar(x=part["rank"], y=part["donor_fraction"], name="ever a donor", marker_color="#54a24b",
+                             legendgroup="donor", showlegend=i == 0), row=r, col=c)
+        fig.add_trace(go.Scatter(x=part["rank"], y=part["transfer_bound"], mode="lines", name="p(X=0 | H(P, P-λ, s))",
+                                 line={"color": "#e45756"}, legendgroup="bound", showlegend=i == 0), row=r, col=c)
+        sample = params.get("runs", {}).get(run, {}).get("sample")
+        if sample:
+            fig.add_vline(x=int(sample) - 0.5, line={"dash": "dot", "color": "#404040"}, row=r, col=c)
+        fig.update_xaxes(title_text="rank λ at insertion (1 = worst)", row=r, col=c)
+        fig.update_yaxes(title_text="share", range=[0, 1.02], row=r, col=c)
+    fig.update_layout(title="Rank at insertion against later use as parent or donor", template="plotly_white",
+                      barmode="group")
+    return fig
+
+
+FIGURES = {
+    "quality_trimmed": quality_trimmed,
+    "quality": quality,
+    "improvements": improvements,
+    "rank_outcomes": rank_outcomes,
+}
+
+CAPTIONS = {name: f"rq4_{name}.rst" for name in FIGURES}

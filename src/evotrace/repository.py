@@ -1,0 +1,390 @@
+"""Tensor-level model repository shared by all ranks.
+
+Each stored model has one safetensors file with the tensors it trained itself and one metadata JSON
+whose manifest maps every state_dict name to a tensor entry. A tensor inherited from a donor (transferred
+and kept frozen) is not written again: its entry keeps the owner's id and file, so a tensor has one
+identity along a lineage (exact deduplication).
+
+Layout under `root`:
+    tensors/{model_id}.safetensors   tensors trained by that model (absent when it owns none)
+    models/{model_id}.json           metadata + manifest; published last, so it marks a complete model
+    .tmp-*                           in-flight writes (invisible; `clean()` removes leftovers)
+
+A manifest entry: {"tensor_id": "{owner}/{name}", "owner": int, "file": relative path, "key": name
+in that file, "nbytes", "dtype", "shape", "hash": "sha256:<hex>" | "crc32:<hex>"}.
+
+No pickle: tensors go through safetensors, metadata through JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = 1
+HASHES = ("sha256", "crc32", "blake2b")
+
+
+class CorruptTensor(RuntimeError):
+    """A stored tensor whose bytes, header, dtype or shape do not match its manifest entry."""
+
+    def __init__(self, model_id, name, path, reason):
+        self.model_id, self.name, self.path, self.reason = model_id, name, str(path), reason
+        super().__init__(f"corrupt tensor {name!r} of model {model_id} in {path}: {reason}")
+
+
+class ModelExists(FileExistsError):
+    """Model ids are job ids and unique; a second put of the same id is a bug in the caller."""
+
+
+def _bytes_view(tensor: torch.Tensor) -> memoryview:
+    """The tensor's raw bytes without a copy (hashlib releases the GIL on large buffers)."""
+    flat = tensor.detach().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def tensor_hash(tensor: torch.Tensor, algorithm: str = "sha256") -> str:
+    data = _bytes_view(tensor)
+    if algorithm == "sha256":
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    if algorithm == "blake2b":
+        return "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+    if algorithm == "crc32":
+        return f"crc32:{zlib.crc32(data):08x}"
+    raise ValueError(f"unknown hash {algorithm!r}; choose from {HASHES}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _fsync_path(path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class PutResult:
+    model_id: int
+    bytes_written: int  # tensor file + metadata, as written to the repository
+    tensors_written: int
+    tensors_inherited: int
+    rewritten: list[str] = field(default_factory=list)  # inherited entries that no longer matched
+    file: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class ModelRecord:
+    model_id: int
+    arch_seq: tuple[int, ...]
+    quality: float | None
+    manifest: dict[str, dict]
+    file: str | None
+    extra: dict
+
+
+class ModelRepository:
+    """A directory of models on a filesystem shared by all ranks; any rank may put models with distinct
+    ids concurrently, and any rank may read. Metadata is immutable once published and is cached."""
+
+    def __init__(self, root, hash_algorithm: str = "sha256", fsync: bool = True):
+        if hash_algorithm not in HASHES:
+            raise ValueError(f"unknown hash {hash_algorithm!r}; choose from {HASHES}")
+        self.root = Path(root)
+        self.hash_algorithm = hash_algorithm
+        self.fsync = fsync
+        (self.root / "tensors").mkdir(parents=True, exist_ok=True)
+        (self.root / "models").mkdir(parents=True, exist_ok=True)
+        self._records: dict[int, ModelRecord] = {}
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.tensors_read = 0
+        self.tensors_written = 0
+        self._crash_hook = None  # tests only: called with a stage name during put()
+
+    # ---------------------------------------------------------------- paths
+    def _meta_path(self, model_id: int) -> Path:
+        return self.root / "models" / f"{int(model_id)}.json"
+
+    def _tensor_rel(self, model_id: int) -> str:
+        return f"tensors/{int(model_id)}.safetensors"
+
+    def _tmp(self, directory: str) -> Path:
+        return self.root / directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        if self.fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, final)
+        if self.fsync:
+            _fsync_path(final.parent, directory=True)
+
+    def _stage(self, name: str) -> None:
+        if self._crash_hook is not None:
+            self._crash_hook(name)
+
+    # ---------------------------------------------------------------- write
+    def put(
+        self,
+        model_id: int,
+        arch_seq,
+        quality: float | None,
+        state_dict: Mapping[str, torch.Tensor],
+        inherited: Mapping[str, dict] | None = None,
+        extra: dict | None = None,
+        verify_inherited: bool = True,
+    ) -> PutResult:
+        """Store a trained model. Names in `inherited` (donor manifest entries of tensors transferred and
+        kept frozen) are referenced, not written; with `verify_inherited` an entry whose tensor changed
+        after all (e.g. a BatchNorm left in train mode) is written as this model's own and reported in
+        `rewritten`. Tensors are written first and metadata last, each to a temporary name, fsynced and
+        renamed, so a crash never leaves a visible partial model."""
+        t0 = time.perf_counter()
+        model_id = int(model_id)
+        meta_path = self._meta_path(model_id)
+        if meta_path.exists():
+            raise ModelExists(f"model {model_id} is already stored in {self.root}")
+        inherited = dict(inherited or {})
+        unknown = sorted(set(inherited) - set(state_dict))
+        if unknown:
+            raise KeyError(f"model {model_id}: inherited names not in the state_dict: {unknown[:5]}")
+
+        manifest: dict[str, dict] = {}
+        own: dict[str, torch.Tensor] = {}
+        rewritten = []
+        for name, tensor in state_dict.items():
+            entry = inherited.get(name)
+            if entry is not None and self._same(entry, tensor, verify_inherited):
+                manifest[name] = dict(entry)
+                continue
+            if entry is not None:
+                rewritten.append(name)
+            own[name] = tensor.detach().contiguous()
+
+        rel = self._tensor_rel(model_id) if own else None
+        file_bytes = 0
+        for name, tensor in own.items():
+            manifest[name] = {
+                "tensor_id": f"{model_id}/{name}",
+                "owner": model_id,
+                "file": rel,
+                "key": name,
+                "nbytes": tensor.numel() * tensor.element_size(),
+                "dtype": _dtype_name(tensor.dtype),
+                "shape": list(tensor.shape),
+                "hash": tensor_hash(tensor, self.hash_algorithm),
+            }
+        if own:
+            tmp = self._tmp("tensors")
+            try:
+                save_file(own, str(tmp), metadata={"model_id": str(model_id), "format": str(FORMAT)})
+                self._stage("tensors_written")
+                self._publish(tmp, self.root / rel)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            file_bytes = (self.root / rel).stat().st_size
+        self._stage("tensors_published")
+
+        meta = {
+            "format": FORMAT,
+            "model_id": model_id,
+            "arch_seq": [int(v) for v in arch_seq],
+            "quality": None if quality is None else float(quality),
+            "file": rel,
+            "created": time.time(),
+            "extra": extra or {},
+            "manifest": manifest,
+        }
+        blob = json.dumps(meta, separators=(",", ":")).encode()
+        tmp = self._tmp("models")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+            self._publish(tmp, meta_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written = file_bytes + len(blob)
+        self.bytes_written += written
+        self.tensors_written += len(own)
+        self._records[model_id] = self._record(meta)
+        return PutResult(
+            model_id=model_id,
+            bytes_written=written,
+            tensors_written=len(own),
+            tensors_inherited=len(state_dict) - len(own),
+            rewritten=rewritten,
+            file=rel,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _same(self, entry: dict, tensor: torch.Tensor, verify: bool) -> bool:
+        if entry["dtype"] != _dtype_name(tensor.dtype) or list(entry["shape"]) != list(tensor.shape):
+            return False
+        if not verify:
+            return True
+        algorithm = entry["hash"].split(":", 1)[0]
+        return tensor_hash(tensor, algorithm) == entry["hash"]
+
+    # ---------------------------------------------------------------- metadata
+    @staticmethod
+    def _record(meta: dict) -> ModelRecord:
+        return ModelRecord(
+            model_id=int(meta["model_id"]),
+            arch_seq=tuple(meta["arch_seq"]),
+            quality=meta["quality"],
+            manifest=meta["manifest"],
+            file=meta["file"],
+            extra=meta.get("extra", {}),
+        )
+
+    def list_models(self) -> list[int]:
+        """Ids of completely stored models (published metadata), ascending."""
+        ids = []
+        for entry in os.scandir(self.root / "models"):
+            stem, dot, ext = entry.name.partition(".")
+            if ext == "json" and stem.isdigit():
+                ids.append(int(stem))
+        return sorted(ids)
+
+    def __contains__(self, model_id) -> bool:
+        return int(model_id) in self._records or self._meta_path(model_id).exists()
+
+    def get(self, model_id: int) -> ModelRecord:
+        model_id = int(model_id)
+        record = self._records.get(model_id)
+        if record is None:
+            with open(self._meta_path(model_id), "rb") as fh:
+                record = self._record(json.loads(fh.read()))
+            self._records[model_id] = record
+        return record
+
+    def get_manifest(self, model_id: int) -> dict[str, dict]:
+        return self.get(model_id).manifest
+
+    # ---------------------------------------------------------------- read
+    def read_tensor(self, entry: dict, verify: bool = True) -> torch.Tensor:
+        return self.read_tensors({entry["key"]: entry}, verify=verify)[entry["key"]]
+
+    def read_tensors(self, entries: Mapping[str, dict], verify: bool = True) -> dict[str, torch.Tensor]:
+        """Read the given entries (name -> manifest entry), opening each file once; every tensor is
+        checked against its entry's dtype, shape and hash. Raises CorruptTensor on the first mismatch."""
+        by_file: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+        for name, entry in entries.items():
+            by_file[entry["file"]].append((name, entry))
+        out: dict[str, torch.Tensor] = {}
+        nbytes = 0
+        for rel, items in by_file.items():
+            path = self.root / rel
+            first = items[0][1]
+            try:
+                handle = safe_open(str(path), framework="pt")
+            except Exception as err:  # missing file, truncated or garbled header
+                raise CorruptTensor(first["owner"], first["key"], path, f"cannot open: {err}") from err
+            with handle as fh:
+                for name, entry in items:
+                    try:
+                        tensor = fh.get_tensor(entry["key"])
+                    except Exception as err:
+                        raise CorruptTensor(entry["owner"], entry["key"], path, f"cannot read: {err}") from err
+                    self._check(entry, tensor, path, verify)
+                    out[name] = tensor
+                    nbytes += entry["nbytes"]
+        self.bytes_read += nbytes
+        self.tensors_read += len(out)
+        return out
+
+    @staticmethod
+    def _check(entry: dict, tensor: torch.Tensor, path, verify: bool) -> None:
+        if _dtype_name(tensor.dtype) != entry["dtype"] or list(tensor.shape) != list(entry["shape"]):
+            raise CorruptTensor(
+                entry["owner"], entry["key"], path,
+                f"stored {_dtype_name(tensor.dtype)}{list(tensor.shape)}, manifest {entry['dtype']}{entry['shape']}",
+            )
+        if verify:
+            algorithm = entry["hash"].split(":", 1)[0]
+            if tensor_hash(tensor, algorithm) != entry["hash"]:
+                raise CorruptTensor(entry["owner"], entry["key"], path, "content hash mismatch")
+
+    def load(self, model_id: int, names: Iterable[str] | None = None, verify: bool = True) -> dict[str, torch.Tensor]:
+        """Tensors of a stored model by state_dict name (all when `names` is None), wherever they live."""
+        manifest = self.get_manifest(model_id)
+        names = manifest.keys() if names is None else names
+        return self.read_tensors({n: manifest[n] for n in names}, verify=verify)
+
+    def verify(self, model_id: int) -> int:
+        """Read and check every tensor of a model; returns the bytes checked."""
+        before = self.bytes_read
+        self.load(model_id)
+        return self.bytes_read - before
+
+    # ---------------------------------------------------------------- maintenance
+    def refcounts(self) -> dict[str, int]:
+        """Number of stored models referring to each tensor file (a scan of all metadata)."""
+        counts: dict[str, int] = defaultdict(int)
+        for model_id in self.list_models():
+            for rel in {e["file"] for e in self.get_manifest(model_id).values()}:
+                counts[rel] += 1
+        return dict(counts)
+
+    def delete(self, model_id: int) -> list[str]:
+        """Unpublish a model and remove the tensor files no stored model refers to any more. Returns the
+        files removed. Scans all metadata: meant for one maintenance process, not for concurrent use."""
+        model_id = int(model_id)
+        files = {e["file"] for e in self.get_manifest(model_id).values()}
+        self._meta_path(model_id).unlink()
+        self._records.pop(model_id, None)
+        alive = self.refcounts()
+        removed = []
+        for rel in sorted(files - set(alive)):
+            (self.root / rel).unlink(missing_ok=True)
+            removed.append(rel)
+        return removed
+
+    def clean(self, max_age_s: float = 3600.0) -> list[str]:
+        """Remove leftovers of crashed writers: temporary files older than `max_age_s` (younger ones may
+        belong to a running put) and tensor files without published metadata nor references."""
+        now, removed = time.time(), []
+        for sub in ("tensors", "models"):
+            for entry in os.scandir(self.root / sub):
+                if entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > max_age_s:
+                    os.unlink(entry.path)
+                    removed.append(f"{sub}/{entry.name}")
+        alive = set(self.refcounts())
+        for entry in os.scandir(self.root / "tensors"):
+            rel = f"tensors/{entry.name}"
+            if entry.name.endswith(".safetensors") and rel not in alive:
+                if now - entry.stat().st_mtime > max_age_s:
+                    os.unlink(entry.path)
+                    removed.append(rel)
+        return removed
+
+    def stats(self) -> dict:
+        return {
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "tensors_read": self.tensors_read,
+            "tensors_written": self.tensors_written,
+        }
+
+
+def manifest_nbytes(manifest: Mapping[str, dict]) -> int:
+    return sum(e["nbytes"] for e in manifest.values())
+

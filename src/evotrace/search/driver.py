@@ -1,0 +1,382 @@
+"""The master side of a search: DeepHyper's asynchronous search loop over MPI workers, driving
+Algorithm 1, choosing donors, and keeping the trace in memory until the end (or a SIGTERM)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..trace import CANDIDATES, TENSOR_READS, with_run_metadata
+from .journal import Journal
+from .regevo import Candidate, RegularizedEvolution, StarvedPopulation
+
+log = logging.getLogger("evotrace.search")
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT reached the master (PBS walltime, qdel, Ctrl-C)."""
+
+
+class Clock:
+    """Seconds since the search started, one wall clock for all ranks; a resumed search continues
+    from its last recorded time rather than counting the time it was down."""
+
+    def __init__(self, offset: float = 0.0):
+        self.origin = time.time()
+        self.offset = offset
+
+    def __call__(self, epoch: float | None = None) -> float:
+        return (time.time() if epoch is None else epoch) - self.origin + self.offset
+
+
+class TraceBook:
+    """The in-memory trace of one search: creation and completion records, keyed by job_id."""
+
+    def __init__(self, run: str):
+        self.run = run
+        self.created: dict[int, dict] = {}
+        self.done: dict[int, dict] = {}
+        self.reads: dict[int, list[dict]] = {}
+
+    def rows(self) -> list[dict]:
+        out = []
+        for job_id in sorted(self.done):
+            c, d = self.created[job_id], self.done[job_id]
+            out.append({"run": self.run, **{k: c.get(k) for k in (
+                "job_id", "stage", "arch_seq", "parent_id", "mutation_pos", "population_version",
+                "donor_id", "prefix_len", "submit_time")}, **{k: d.get(k) for k in (
+                "worker", "host", "pid", "start_time", "end_time", "quality", "status", "error", "epochs",
+                "train_seconds", "insert_seq", "n_transferred_tensors", "bytes_read", "bytes_written",
+                "stored", "transfer_seconds", "cache_hits")}})
+        return out
+
+    def read_rows(self) -> list[dict]:
+        out = []
+        for job_id in sorted(self.reads):
+            d = self.done[job_id]
+            for r in self.reads[job_id]:
+                out.append({"run": self.run, "job_id": job_id, "worker": d["worker"], "start_time": d["start_time"],
+                            "tensor_id": r["tensor_id"], "owner_id": r["owner_id"], "position": r["position"],
+                            "nbytes": r["nbytes"], "cache_hit": bool(r["cache_hit"])})
+        return out
+
+    def write(self, out_dir: Path, params: dict, suffix: str = "") -> tuple[Path, Path]:
+        """Write both Parquet files atomically (temporary name, then rename)."""
+        paths = []
+        for name, schema, rows in (("candidates", CANDIDATES, self.rows()), ("tensor_reads", TENSOR_READS, self.read_rows())):
+            table = pa.Table.from_pylist(rows, schema=with_run_metadata(schema, params))
+            path = out_dir / f"{name}{suffix}.parquet"
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+            paths.append(path)
+        return paths[0], paths[1]
+
+
+def _problem(num_choices):
+    from deephyper.hpo import HpProblem
+
+    problem = HpProblem()
+    for i, n in enumerate(num_choices):
+        problem.add_hyperparameter((0, int(n) - 1), f"x{i}")
+    return problem
+
+
+def _make_search_class():
+    from deephyper.evaluator.callback import Callback
+    from deephyper.hpo._search import Search
+
+    class ResultCatcher(Callback):
+        """DeepHyper hands `_tell` only (config, objective): keep each job's metadata for it."""
+
+        def __init__(self):
+            self.metadata: dict[int, dict] = {}
+
+        def on_done(self, job):
+            self.metadata[int(job.args["job_id"])] = job.metadata
+
+    class TracedRegularizedEvolution(Search):
+        """Algorithm 1 behind DeepHyper's Search interface: `_ask` creates candidates (or re-submits
+        those a killed run left unfinished), `_tell` inserts results and records the trace."""
+
+        def __init__(self, master: "Master"):
+            super().__init__(_problem(master.spec["num_choices"]), random_state=master.spec["seed"],
+                             log_dir=str(master.out_dir), checkpoint_history_to_csv=False)
+            self.m = master
+            self.gather_batch_size = master.spec["search"]["quanta"]
+            self._owed = 0
+
+        def _ask(self, n=1):
+            self._owed += n
+            configs = []
+            while self._owed > 0:
+                if self.m.retry:
+                    record = self.m.retry.popleft()
+                elif self.m.core.can_create():
+                    record = self.m.create(self.m.core.create())
+                else:
+                    break
+                configs.append(self.m.config_for(record))
+                self._owed -= 1
+            if self.m.core.done_creating and not self.m.retry:
+                self._owed = 0
+            running = self._evaluator.num_jobs_submitted - self._evaluator.num_jobs_gathered
+            if not configs and running == 0 and len(self.m.book.done) < self.m.n:
+                raise StarvedPopulation(
+                    f"population has {len(self.m.core.population)} members, stage 2 needs "
+                    f"s={self.m.core.s}, and no candidate is running (too many stage-1 failures?)"
+                )
+            return configs
+
+        def _tell(self, results):
+            for config, objective in results:
+                job_id = int(config["job_id"])
+                self.m.complete(job_id, objective, self.m.catcher.metadata.pop(job_id, {}))
+            self.m.flush()
+
+    return TracedRegularizedEvolution, ResultCatcher
+
+
+class Master:
+    def __init__(self, spec: dict, out_dir: Path, workers: int):
+        self.spec = spec
+        self.out_dir = Path(out_dir)
+        self.workers = workers
+        s = spec["search"]
+        self.n, self.p = s["candidates"], s["population"]
+        self.transfer = spec["transfer"]["enabled"]
+        self.book = TraceBook(spec["run"])
+        self.journal = Journal(self.out_dir / "journal.jsonl")
+        self.pending: list[dict] = []
+        self.retry: deque[dict] = deque()
+        self.index = None
+        self.recent_donors: deque[int | None] = deque(maxlen=spec["transfer"]["cache"].get("window") or self.p)
+        self.best = -np.inf
+        self.resumed_from = 0
+        self._resume_or_start()
+
+    # --- state -------------------------------------------------------------------------------
+    def _resume_or_start(self):
+        records = self.journal.read() if self.journal.exists() else []
+        if not records:
+            for stale in ("repository",):
+                shutil.rmtree(self.out_dir / stale, ignore_errors=True)
+        if self.transfer:
+            from ..transfer import PrefixIndex
+
+            self.index = PrefixIndex()
+        for r in records:
+            (self.book.created if r["e"] == "c" else self.book.done)[r["job_id"]] = r
+        for job_id, d in self.book.done.items():
+            self.book.reads[job_id] = d.pop("tensor_reads", [])
+        created = len(self.book.created)
+        seed = self.spec["seed"]
+        rng = np.random.default_rng([seed, len(records)] if records else seed)
+        self.core = RegularizedEvolution(self.spec["num_choices"], self.p, self.spec["search"]["sample"], self.n,
+                                         rng, self.spec["search"]["mutation"]["positions"])
+        inserted = [(d["insert_seq"], j, self.book.created[j]["arch_seq"], d["quality"])
+                    for j, d in self.book.done.items() if d["insert_seq"] is not None]
+        self.core.restore(created, inserted)
+        for j in sorted(self.book.created):
+            c = self.book.created[j]
+            self.recent_donors.append(c.get("donor_id"))
+            if j not in self.book.done:
+                self.retry.append(c)
+        for j in sorted(self.book.done):
+            d = self.book.done[j]
+            if d["quality"] is not None:
+                self.best = max(self.best, d["quality"])
+            if self.index is not None and d.get("stored"):
+                self.index.add(j, self.book.created[j]["arch_seq"], d["quality"])
+        times = [d["end_time"] for d in self.book.done.values() if d.get("end_time") is not None]
+        self.clock = Clock(max(times, default=0.0))
+        self.resumed_from = len(self.book.done)
+        if records:
+            log.info("resuming %s: %d/%d completed, %d created, %d to re-submit", self.spec["run"],
+                     len(self.book.done), self.n, created, len(self.retry))
+        self.started = time.time()
+        self.journal.open()
+
+    def create(self, cand: Candidate) -> dict:
+        record = {"e": "c", "job_id": cand.job_id, "stage": cand.stage, "arch_seq": list(cand.arch_seq),
+                  "parent_id": cand.parent_id, "mutation_pos": cand.mutation_pos,
+                  "population_version": cand.population_version, "donor_id": None, "prefix_len": None,
+                  "submit_time": self.clock()}
+        if self.index is not None:
+            found = self.index.best(cand.arch_seq)
+            if found is not None:
+                record["donor_id"], record["prefix_len"] = int(found[0]), int(found[1])
+        self.recent_donors.append(record["donor_id"])
+        self.book.created[cand.job_id] = record
+        self.pending.append(record)
+        return record
+
+    def config_for(self, record: dict) -> dict:
+        config = {f"x{i}": v for i, v in enumerate(record["arch_seq"])}
+        config.update(job_id=record["job_id"], arch_seq=record["arch_seq"], donor_id=record["donor_id"],
+                      prefix_len=record["prefix_len"])
+        if record["donor_id"] is not None:
+            config["donor_donations"] = sum(d == record["donor_id"] for d in self.recent_donors)
+        if self.transfer and self.spec["transfer"]["skip_store"].get("enabled"):
+            config["population_qualities"] = self.core.qualities()
+        record["submit_time"] = self.clock()
+        return config
+
+    def complete(self, job_id: int, objective, meta: dict) -> None:
+        ok = not isinstance(objective, str) and objective is not None and np.isfinite(objective)
+        quality = float(objective) if ok else None
+        created = self.book.created[job_id]
+        insert_seq = self.core.complete(job_id, created["arch_seq"], quality)
+        error = meta.get("error")
+        if not ok and not error:
+            error = f"non-finite or failed objective {objective!r}"
+        record = {"e": "d", "job_id": job_id, "worker": meta.get("worker", -1), "host": meta.get("host"),
+                  "pid": meta.get("pid"),
+                  "start_time": self.clock(meta["start_epoch"]) if "start_epoch" in meta else None,
+                  "end_time": self.clock(meta["end_epoch"]) if "end_epoch" in meta else self.clock(),
+                  "quality": quality, "status": "ok" if ok else "failed", "error": error,
+                  "epochs": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
+                  "insert_seq": insert_seq, "n_transferred_tensors": meta.get("n_transferred_tensors", 0),
+                  "bytes_read": meta.get("bytes_read", 0), "bytes_written": meta.get("bytes_written", 0),
+                  "stored": bool(meta.get("stored", False)), "transfer_seconds": meta.get("transfer_seconds", 0.0),
+                  "cache_hits": meta.get("cache_hits", 0), "tensor_reads": meta.get("tensor_reads", [])}
+        self.book.done[job_id] = record
+        self.book.reads[job_id] = record["tensor_reads"]
+        self.pending.append(record)
+        if ok:
+            self.best = max(self.best, quality)
+            if self.index is not None and record["stored"]:
+                self.index.add(job_id, created["arch_seq"], quality)
+        self._progress()
+
+    def flush(self) -> None:
+        self.journal.append(self.pending)
+        self.pending = []
+
+    def _progress(self) -> None:
+        done = len(self.book.done)
+        step = max(1, self.n // 50)
+        if done % step and done != self.n:
+            return
+        elapsed = time.time() - self.started
+        rate = (done - self.resumed_from) / elapsed * 60 if elapsed > 0 else 0.0
+        failed = sum(d["status"] == "failed" for d in self.book.done.values())
+        log.info("%s: %d/%d done (%d failed), best quality %.4f, elapsed %.1f s, %.1f candidates/min",
+                 self.spec["run"], done, self.n, failed, self.best, elapsed, rate)
+
+    def params(self) -> dict:
+        spec = self.spec
+        return {"run": spec["run"], "study": spec["study"], "candidates": self.n, "population": self.p,
+                "sample": spec["search"]["sample"], "workers": self.workers, "seed": spec["seed"],
+                "space": spec["space"], "space_options": spec["space_options"], "num_choices": spec["num_choices"],
+                "dataset": spec["dataset"], "epochs": spec["epochs"], "transfer": self.transfer,
+                "transfer_options": spec["transfer"], "mutation": spec["search"]["mutation"],
+                "quanta": spec["search"]["quanta"], "training": spec["training"],
+                "evaluation": spec["evaluation"], "evotrace_version": __version__}
+
+    def write(self, suffix: str = "") -> tuple[Path, Path]:
+        self.flush()
+        return self.book.write(self.out_dir, self.params(), suffix)
+
+
+def run_master(evaluator, spec: dict, out_dir: Path, workers: int) -> int:
+    master = Master(spec, out_dir, workers)
+    remaining = master.n - len(master.book.done)
+
+    def interrupt(signum, _frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if remaining > 0:
+            Traced, Catcher = _make_search_class()
+            master.catcher = Catcher()
+            evaluator._callbacks.append(master.catcher)
+            search = Traced(master)
+            search.search(evaluator, max_evals=remaining, max_evals_strict=True)
+            # DeepHyper gathers the last running jobs without telling the search
+            search._tell([(job.args, job.objective) for job in search.history.jobs
+                          if int(job.args["job_id"]) not in master.book.done])
+    except Interrupted as err:
+        cand, _ = master.write(".partial")
+        log.error("%s received: wrote %d completed candidates to %s; run the same command again to resume",
+                  err, len(master.book.done), cand)
+        master.journal.close()
+        return 143
+    except BaseException:
+        if master.book.done:
+            master.write(".partial")
+        master.journal.close()
+        raise
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if len(master.book.done) != master.n:
+        master.write(".partial")
+        raise RuntimeError(f"search ended with {len(master.book.done)} of {master.n} candidates")
+    cand, reads = master.write()
+    for stale in out_dir.glob("*.partial.parquet"):
+        stale.unlink()
+    master.journal.retire()
+    log.info("wrote %s and %s", cand, reads)
+    return 0
+
+
+def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
+    """Entry point on every rank: rank 0 runs the search, ranks 1..W train candidates."""
+    from deephyper.evaluator import Evaluator
+    from deephyper.evaluator.storage import MemoryStorage
+    from mpi4py import MPI
+
+    from ..runspec import load_spec
+    from .worker import evaluate
+
+    if not MPI.Is_initialized():
+        MPI.Init_thread()  # deephyper.evaluator sets mpi4py.rc.initialize = False
+    comm = MPI.COMM_WORLD
+    spec_path = str(Path(spec_path).resolve())
+    spec = load_spec(spec_path)
+    out = Path(out_dir).resolve()
+    if comm.Get_size() < 2:
+        raise SystemExit("evotrace search needs at least 2 MPI ranks (rank 0 = master, ranks 1..W = workers): "
+                         "launch it with mpiexec -n W+1")
+    if comm.Get_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        expected = spec["search"]["workers"]
+        if comm.Get_size() - 1 != expected:
+            log.warning("spec asks for %d workers, running with %d", expected, comm.Get_size() - 1)
+        log.info("search %s on %d workers (host %s), %d candidates, population %d, sample %d",
+                 spec["run"], comm.Get_size() - 1, socket.gethostname(), spec["search"]["candidates"],
+                 spec["search"]["population"], spec["search"]["sample"])
+    comm.Barrier()
+    evaluator = Evaluator.create(
+        evaluate, method="mpicomm",
+        method_kwargs={"storage": MemoryStorage(),
+                       "run_function_kwargs": {"spec_path": spec_path, "cache_dir": cache_dir,
+                                               "repository": str(out / "repository")}},
+    )
+    code = 0
+    with evaluator as ev:
+        if ev.is_master:
+            try:
+                code = run_master(ev, spec, out, comm.Get_size() - 1)
+            except BaseException:
+                log.exception("search %s failed", spec["run"])
+                code = 1
+            if code:
+                # running workers cannot be recalled: end every rank now, the trace is already written
+                logging.shutdown()
+                comm.Abort(code)
+    return code

@@ -1,0 +1,139 @@
+"""Algorithm 1 of the study (parallel regularized evolution), free of MPI and clocks.
+
+The driver decides where and when candidates run; this object only decides what runs next and keeps
+the population. It follows Algorithm 1 exactly where DeepHyper's stock search does not: exactly p
+random candidates whatever the number of workers, a mutation always changes the value at its
+position, the parent, position and population version of every child are kept, and a failed
+candidate never enters the population.
+
+Stage 2 may start before all p stage-1 results are back (asynchronous workers): a child is then
+drawn from the members inserted so far. A child is only created once the population holds at least
+s members, so the tournament always compares s distinct members; until then a free worker waits for
+the next result. If nothing is running and fewer than s members exist (almost every stage-1
+candidate failed), the search cannot continue and `StarvedPopulation` is raised."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+
+class StarvedPopulation(RuntimeError):
+    """Stage 2 needs s population members, and no running candidate can provide them."""
+
+
+@dataclass
+class Candidate:
+    job_id: int
+    stage: int
+    arch_seq: tuple[int, ...]
+    population_version: int
+    parent_id: int | None = None
+    mutation_pos: int | None = None
+
+
+@dataclass
+class Member:
+    insert_seq: int
+    job_id: int
+    quality: float
+    arch_seq: tuple[int, ...] = field(repr=False)
+
+
+def position_weights(spec, length: int) -> np.ndarray:
+    """Probabilities of mutating each position: 'uniform', 'linear' (later positions favoured, the
+    study's proposal to transfer more layers) or explicit non-negative weights."""
+    if spec in (None, "uniform"):
+        weights = np.ones(length)
+    elif spec == "linear":
+        weights = np.arange(1, length + 1, dtype=float)
+    else:
+        weights = np.asarray(spec, dtype=float)
+        if weights.shape != (length,) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(
+                f"mutation position weights must be {length} non-negative numbers, not all zero; got {list(spec)}"
+            )
+    return weights / weights.sum()
+
+
+class RegularizedEvolution:
+    def __init__(
+        self,
+        num_choices: Sequence[int],
+        population: int,
+        sample: int,
+        candidates: int,
+        rng: np.random.Generator,
+        positions="uniform",
+    ):
+        if not 2 <= sample < population < candidates:
+            raise ValueError(
+                f"Algorithm 1 needs 2 <= s < p < N, got s={sample}, p={population}, N={candidates}"
+            )
+        self.num_choices = [int(n) for n in num_choices]
+        if any(n < 2 for n in self.num_choices):
+            raise ValueError("every variable node needs at least 2 choices to be mutated")
+        self.p, self.s, self.n = population, sample, candidates
+        self.rng = rng
+        self.weights = position_weights(positions, len(self.num_choices))
+        self.population: deque[Member] = deque()
+        self.created = 0
+        self.inserted = 0
+
+    @property
+    def done_creating(self) -> bool:
+        return self.created >= self.n
+
+    def can_create(self) -> bool:
+        if self.done_creating:
+            return False
+        return self.created < self.p or len(self.population) >= self.s
+
+    def create(self) -> Candidate:
+        if not self.can_create():
+            raise StarvedPopulation(
+                f"cannot create candidate {self.created}: population has {len(self.population)} members, "
+                f"stage 2 needs s={self.s}"
+            )
+        job_id = self.created
+        self.created += 1
+        if job_id < self.p:
+            seq = tuple(int(self.rng.integers(0, n)) for n in self.num_choices)
+            return Candidate(job_id, 1, seq, self.inserted)
+        picks = self.rng.choice(len(self.population), size=self.s, replace=False)
+        parent = max((self.population[i] for i in picks), key=lambda m: m.quality)
+        pos = int(self.rng.choice(len(self.num_choices), p=self.weights))
+        new = int(self.rng.integers(0, self.num_choices[pos] - 1))
+        if new >= parent.arch_seq[pos]:
+            new += 1  # uniform over the other choices
+        seq = parent.arch_seq[:pos] + (new,) + parent.arch_seq[pos + 1:]
+        return Candidate(job_id, 2, seq, self.inserted, parent.job_id, pos)
+
+    def complete(self, job_id: int, arch_seq: Sequence[int], quality: float | None) -> int | None:
+        """Insert a finished candidate; return its insert_seq, or None for a failure (never inserted)."""
+        if quality is None or not np.isfinite(quality):
+            return None
+        member = Member(self.inserted, job_id, float(quality), tuple(arch_seq))
+        self.inserted += 1
+        self.population.append(member)
+        if len(self.population) > self.p:
+            self.population.popleft()
+        return member.insert_seq
+
+    def restore(self, created: int, inserted: list[tuple[int, int, Sequence[int], float]]) -> None:
+        """Rebuild the state of a resumed search from its trace: `created` candidates so far and the
+        (insert_seq, job_id, arch_seq, quality) of every inserted one."""
+        self.created = created
+        self.population.clear()
+        ordered = sorted(inserted)
+        if [r[0] for r in ordered] != list(range(len(ordered))):
+            raise ValueError("trace insert_seq values are not 0..k-1: cannot rebuild the population")
+        for insert_seq, job_id, seq, quality in ordered[-self.p:]:
+            self.population.append(Member(insert_seq, job_id, float(quality), tuple(seq)))
+        self.inserted = len(ordered)
+
+    def qualities(self) -> list[float]:
+        return [m.quality for m in self.population]

@@ -1,0 +1,114 @@
+"""Training and scoring of one candidate on the worker's device."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged; the candidate is recorded as failed."""
+
+
+@dataclass
+class TrainResult:
+    quality: float
+    train_seconds: float
+    epochs: int
+    final_loss: float
+
+
+def pick_device(local_rank: int) -> torch.device:
+    """One GPU per worker rank (local rank modulo the visible GPUs) when CUDA is present."""
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _frozen_batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [
+        m for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())
+    ]
+
+
+def _epochs(model, x, y, epochs, cfg, generator) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params or epochs == 0:
+        return float("nan")
+    if cfg.get("optimizer", "sgd") == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.get("learning_rate", 1e-3), weight_decay=cfg.get("weight_decay", 0.0))
+    else:
+        opt = torch.optim.SGD(
+            params, lr=cfg.get("learning_rate", 0.05), momentum=cfg.get("momentum", 0.9),
+            weight_decay=cfg.get("weight_decay", 5e-4), nesterov=cfg.get("momentum", 0.9) > 0,
+        )
+    steps_per_epoch = math.ceil(len(x) / cfg.get("batch_size", 128))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss()
+    frozen_bn = _frozen_batchnorms(model)
+    batch = cfg.get("batch_size", 128)
+    loss = torch.tensor(float("nan"))
+    for _ in range(epochs):
+        model.train()
+        for m in frozen_bn:
+            m.eval()  # a transferred, frozen BatchNorm keeps the donor's running statistics
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]), y[idx])
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite training loss {loss.item()}")
+            loss.backward()
+            opt.step()
+            sched.step()
+    return float(loss.item())
+
+
+@torch.no_grad()
+def score(model, x, y, quality: str, batch: int = 1024) -> float:
+    model.eval()
+    logits = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+    if not torch.isfinite(logits).all():
+        raise NonFiniteLoss("non-finite outputs on the validation set")
+    pred = logits.argmax(1)
+    if quality == "val_accuracy":
+        return float((pred == y).float().mean().item())
+    if quality == "val_balanced_accuracy":
+        classes = torch.unique(y)
+        return float(torch.stack([(pred[y == c] == c).float().mean() for c in classes]).mean().item())
+    if quality == "val_auc":
+        from sklearn.metrics import roc_auc_score
+
+        probs = torch.softmax(logits, 1)[:, 1].cpu().numpy()
+        return float(roc_auc_score(y.cpu().numpy(), probs))
+    raise ValueError(f"unknown quality {quality!r}")
+
+
+def train_candidate(model, data, epochs: int, cfg: dict, device, seed: int, fine_tune_epochs: int = 0) -> TrainResult:
+    """Train the non-frozen tensors for `epochs`, then optionally everything for `fine_tune_epochs`,
+    and score on the validation split. `data` holds x_train, y_train, x_val, y_val tensors on `device`."""
+    generator = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    model.to(device)
+    loss = _epochs(model, data["x_train"], data["y_train"], epochs, cfg, generator)
+    if fine_tune_epochs:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        loss = _epochs(model, data["x_train"], data["y_train"], fine_tune_epochs, cfg, generator)
+    quality = score(model, data["x_val"], data["y_val"], cfg.get("quality", "val_accuracy"))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return TrainResult(quality, time.perf_counter() - t0, epochs + fine_tune_epochs, loss)
+
+
+def seed_for(seed: int, job_id: int) -> int:
+    """A per-candidate seed: reproducible, distinct across candidates and searches."""
+    return int(np.random.SeedSequence([seed, job_id]).generate_state(1)[0])

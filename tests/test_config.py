@@ -1,0 +1,131 @@
+"""Study configuration: the shipped configs pass both checks the Snakefile runs (schema through
+Snakemake's `validate`, then `evotrace.config.check`); each broken variant of the default fails with
+a message that points at the offending key or value."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from evotrace import config as cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = [p for p in (ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml") if p.exists()]
+
+
+def _validate(config: dict) -> dict:
+    validate(config, cfg.schema_path())
+    return cfg.check(config)
+
+
+@pytest.fixture(scope="module")
+def default() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_config_is_valid(path):
+    config = _validate(yaml.safe_load(path.read_text()))
+    assert config["search"]["torch_threads"] >= 1  # schema defaults were filled in
+
+
+def test_workflow_schema_is_the_package_schema():
+    """The Snakefile validates against workflow/schemas; the CLI against the packaged copy."""
+    assert (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text() == Path(cfg.schema_path()).read_text()
+
+
+def test_defaults_filled(default):
+    config = _validate(copy.deepcopy(default))
+    assert config["training"]["quality"] == "val_accuracy"
+    assert config["transfer"]["skip_store"]["enabled"] is False
+    assert config["runs"]["attn-seed1"]["transfer"] is True
+
+
+def _set(path: str, value):
+    def mutate(c):
+        *parents, leaf = path.split(".")
+        node = c
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+
+    return mutate
+
+
+def _delete(path: str):
+    def mutate(c):
+        *parents, leaf = path.split(".")
+        node = c
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+
+    return mutate
+
+
+def _add_run(name: str, **fields):
+    def mutate(c):
+        c["runs"][name] = {"space": "nb201", "dataset": "digits", "epochs": 1, "seed": 0, **fields}
+
+    return mutate
+
+
+# (id, mutation, exception raised, regex the message must contain)
+SCHEMA = WorkflowError
+CHECK = cfg.ConfigError
+INVALID = [
+    ("unknown-top-level-key", _set("studdy", "x"), SCHEMA, r"'studdy' was unexpected"),
+    ("missing-section", _delete("training"), SCHEMA, r"'training' is a required property"),
+    ("unknown-search-key", _set("search.popuation", 10), SCHEMA, r"'popuation' was unexpected[\s\S]*\['search'\]"),
+    ("population-wrong-type", _set("search.population", "100"), SCHEMA, r"'100' is not of type 'integer'[\s\S]*On instance\['search'\]\['population'\]"),
+    ("negative-candidates", _set("search.candidates", -5), SCHEMA, r"-5 is less than the minimum of 1[\s\S]*On instance\['search'\]\['candidates'\]"),
+    ("sample-below-two", _set("search.sample", 1), SCHEMA, r"On instance\['search'\]\['sample'\]"),
+    ("sample-not-below-population", _set("search.sample", 100), CHECK, r"search: .*sample < population < candidates, got s=100, p=100"),
+    ("population-not-below-candidates", _set("search.population", 1000), CHECK, r"search: .*got s=5, p=1000, N=1000"),
+    ("run-unknown-dataset", _set("runs.nb201-short.dataset", "mnist"), CHECK, r"runs\.nb201-short\.dataset: 'mnist' is not one of datasets"),
+    ("run-unknown-space", _set("runs.nb201-short.space", "darts"), SCHEMA, r"'darts' is not one of \['nb201', 'attn'\][\s\S]*\['runs'\]\['nb201-short'\]\['space'\]"),
+    ("nb201-on-tabular", _set("runs.nb201-short.dataset", "breast_cancer"), CHECK, r"runs\.nb201-short: space 'nb201' needs a dataset from .*'breast_cancer' is 'sklearn-breast-cancer'"),
+    ("attn-on-images", _set("runs.attn-seed1.dataset", "digits"), CHECK, r"runs\.attn-seed1: space 'attn' needs a dataset from"),
+    ("space-options-wrong-space", _set("runs.nb201-short.space_options", {"C": 8, "widths": [16, 96, 16]}), CHECK, r"runs\.nb201-short\.space_options: \['widths'\] do not apply to space 'nb201'"),
+    ("space-options-unknown", _set("runs.attn-seed1.space_options", {"depth": 3}), SCHEMA, r"'depth' was unexpected[\s\S]*\['runs'\]\['attn-seed1'\]\['space_options'\]"),
+    ("widths-first-above-last", _set("runs.attn-seed1.space_options.widths", [96, 16, 16]), CHECK, r"runs\.attn-seed1\.space_options\.widths: first 96 > last 16"),
+    ("widths-length", _set("runs.attn-seed1.space_options.widths", [16, 96]), SCHEMA, r"\[16, 96\] is too short[\s\S]*\['widths'\]"),
+    ("bad-activation", _set("runs.attn-seed1.space_options.activations", ["relu", "gelu"]), SCHEMA, r"'gelu' is not one of \['linear', 'swish', 'relu', 'tanh', 'sigmoid'\]"),
+    ("quanta-above-workers", _set("search.scheduling.quanta", 9), CHECK, r"runs\.nb201-short\.scheduling\.quanta: 9 exceeds search\.workers=8"),
+    ("run-quanta-above-workers", _set("runs.attn-seed2.scheduling", {"quanta": 16}), CHECK, r"runs\.attn-seed2\.scheduling\.quanta: 16 exceeds"),
+    ("zero-mutation-weights", _set("search.mutation.positions", [0, 0, 0]), CHECK, r"mutation\.positions: weights are all zero"),
+    ("bad-mutation-positions", _set("search.mutation.positions", "quadratic"), SCHEMA, r"'quadratic' is not valid under any of the given schemas[\s\S]*\['search'\]\['mutation'\]\['positions'\]"),
+    ("trie-run-unknown", _set("analysis.trie.runs", ["nb201-short", "nb201-huge"]), CHECK, r"analysis\.trie\.runs: 'nb201-huge' is not one of runs"),
+    ("snapshot-beyond-candidates", _set("analysis.snapshots", [50, 1001]), CHECK, r"analysis\.snapshots: \[1001\] exceed search\.candidates=1000"),
+    ("bad-study-name", _set("study", "my study/1"), SCHEMA, r"'my study/1' does not match[\s\S]*On instance\['study'\]"),
+    ("cache-policy-not-in-enum", _set("transfer.cache.policy", "fifo"), SCHEMA, r"'fifo' is not one of \['none', 'lru', 'popularity'\][\s\S]*\['transfer'\]\['cache'\]\['policy'\]"),
+    ("unknown-source", _set("datasets.digits.source", "mnist"), SCHEMA, r"'mnist' is not one of[\s\S]*\['datasets'\]\['digits'\]\['source'\]"),
+    ("validation-fraction-one", _set("datasets.digits.validation_fraction", 1.0), SCHEMA, r"1\.0 is greater than or equal to the maximum of 1[\s\S]*\['validation_fraction'\]"),
+    ("bad-dataset-name", _set("datasets.my/digits", {"source": "sklearn-digits"}), SCHEMA, r"'my/digits' does not match"),
+    ("input-blocks-on-images", _set("datasets.digits.input_blocks", 2), CHECK, r"datasets\.digits\.input_blocks: applies to tabular sources only, not 'sklearn-digits'"),
+    ("bad-run-name", _add_run("-x"), SCHEMA, r"'-x' does not match"),
+    ("reserved-run-name", _add_run("traces"), CHECK, r"runs\.traces: the name is reserved"),
+    ("run-missing-epochs", _delete("runs.nb201-long.epochs"), SCHEMA, r"'epochs' is a required property[\s\S]*\['runs'\]\['nb201-long'\]"),
+    ("skip-threshold-above-one", _set("transfer.skip_store.threshold", 1.5), SCHEMA, r"1\.5 is greater than the maximum of 1"),
+    ("quality-unknown", _set("training.quality", "val_loss"), SCHEMA, r"'val_loss' is not one of"),
+]
+
+
+@pytest.mark.parametrize("mutate, error, message", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_config_rejected(default, mutate, error, message):
+    config = copy.deepcopy(default)
+    mutate(config)
+    with pytest.raises(error) as caught:
+        _validate(config)
+    text = str(caught.value)
+    assert re.search(message, text), f"message does not name the problem:\n{text[:1500]}"
+
+
+def test_at_least_twelve_invalid_cases():
+    assert len(INVALID) >= 12

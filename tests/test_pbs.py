@@ -1,0 +1,215 @@
+"""evotrace.pbs against a stand-in PBS (tests/fake_pbs) that really runs the job scripts, then a real
+Snakemake run through the cluster-generic executor with the Polaris profile's commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evotrace import pbs
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE = REPO / "tests" / "fake_pbs"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Environment in which `qsub`, `qstat`, `qdel` are the stand-ins, with their state in tmp_path."""
+    monkeypatch.setenv("PATH", f"{FAKE}{os.pathsep}{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_PBS_STATE", str(tmp_path / "pbs_state"))
+    monkeypatch.delenv("FAKE_PBS_QSTAT", raising=False)
+    monkeypatch.delenv("EVOTRACE_ACCOUNT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return dict(os.environ)
+
+
+def cli(*args, env=None, check=True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "evotrace.pbs", *args], capture_output=True, text=True, env=env, check=check
+    )
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / f"job{len(list(tmp_path.glob('job*.sh')))}.sh"
+    path.write_text("#!/bin/bash\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def submit(path: Path, walltime: str = "00:01:00") -> str:
+    out = cli("submit", "--account", "proj", "--walltime", walltime, "--min-walltime", "0",
+              "--log-dir", "logs", "--name", "t", str(path)).stdout
+    assert len(out.splitlines()) == 1, out
+    return out.strip()
+
+
+def status(jobid: str, **extra) -> str:
+    proc = cli("status", jobid, env={**os.environ, **extra})
+    assert proc.returncode == 0
+    return proc.stdout.strip()
+
+
+def settle(jobid: str, timeout: float = 20.0) -> str:
+    deadline = time.time() + timeout
+    while (word := status(jobid)) == "running" and time.time() < deadline:
+        time.sleep(0.2)
+    return word
+
+
+def record(jobid: str) -> dict:
+    return json.loads((Path(os.environ["FAKE_PBS_STATE"]) / f"{jobid.split('.')[0]}.json").read_text())
+
+
+def test_walltime_format():
+    assert pbs.walltime(30) == "00:30:00"
+    assert pbs.walltime("90.5") == "01:30:30"
+    assert pbs.walltime(24 * 60) == "24:00:00"
+    assert pbs.walltime("2:00:00") == "2:00:00"
+    assert pbs.node_count(1, 9, 4) == 3 and pbs.node_count(2, 1, 4) == 2
+
+
+def test_qsub_command(env):
+    args = ["submit", "--dry-run", "--tasks", "9", "--walltime", "45", "--name", "smk-search", "job.sh"]
+    line = cli(args[0], "--account", "$EVOTRACE_ACCOUNT", *args[1:],
+               env={**env, "EVOTRACE_ACCOUNT": "MyProj"}).stdout
+    for part in ("qsub -A MyProj -q debug", "select=3:system=polaris", "walltime=00:45:00",
+                 "filesystems=home:eagle", "place=scatter", "-N smk-search", "-j oe", "job.sh"):
+        assert part in line, (part, line)
+    missing = cli(args[0], "--account", "$EVOTRACE_ACCOUNT", *args[1:], check=False)
+    assert missing.returncode != 0 and "EVOTRACE_ACCOUNT" in missing.stderr
+    short = cli(args[0], "--account", "p", "--queue", "prod", "--walltime", "1", "job.sh", "--dry-run").stdout
+    assert "walltime=00:05:00" in short and "-q prod" in short
+
+
+def test_success_failure_running(env, tmp_path):
+    gate = tmp_path / "gate"
+    ok = submit(script(tmp_path, "echo ok $PBS_JOBID; exit 0"))
+    bad = submit(script(tmp_path, "exit 1"))
+    held = submit(script(tmp_path, f"while [ ! -e {gate} ]; do sleep 0.1; done"))
+    assert ok.endswith(".polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov")
+    assert settle(ok) == "success"
+    assert settle(bad) == "failed"
+    time.sleep(0.5)
+    assert status(held) == "running"
+    gate.touch()
+    assert settle(held) == "success"
+    assert "ok " + ok in "".join(p.read_text() for p in (tmp_path / "logs").glob("t.*.log"))
+
+
+def test_walltime_kill_and_qdel(env, tmp_path):
+    slow = script(tmp_path, "sleep 30")
+    killed = submit(slow, walltime="00:00:01")
+    deleted = submit(slow)
+    time.sleep(0.5)
+    assert status(deleted) == "running"
+    assert cli("cancel", deleted).returncode == 0
+    assert settle(killed) == "failed"
+    assert settle(deleted) == "failed"
+    assert record(killed)["Exit_status"] == -29  # JOB_EXEC_KILL_WALLTIME
+    assert record(deleted)["Exit_status"] == 271  # 256 + SIGTERM
+
+
+def test_scheduler_trouble(env, tmp_path):
+    assert status("4242.polaris-pbs-01") == "failed"  # Unknown Job Id
+    ok = submit(script(tmp_path, "exit 0"))
+    assert settle(ok) == "success"
+    assert status(ok, PATH="/nonexistent") == "running"
+    assert status(ok, FAKE_PBS_QSTAT="down") == "running"
+    t0 = time.time()
+    assert status(ok, FAKE_PBS_QSTAT="sleep", EVOTRACE_QSTAT_TIMEOUT="0.5") == "running"
+    assert time.time() - t0 < 10
+
+
+def test_broken_json_falls_back(env, tmp_path):
+    ok = submit(script(tmp_path, "exit 0"))
+    bad = submit(script(tmp_path, "exit 7"))
+    settle(ok), settle(bad)
+    broken = subprocess.run(["qstat", "-x", "-f", "-F", "json", ok], capture_output=True, text=True,
+                            env={**os.environ, "FAKE_PBS_QSTAT": "broken"}).stdout
+    with pytest.raises(ValueError):
+        json.loads(broken)
+    for mode in ("broken", "broken-all"):  # text qstat, then the scrape of the broken JSON
+        assert status(ok, FAKE_PBS_QSTAT=mode) == "success"
+        assert status(bad, FAKE_PBS_QSTAT=mode) == "failed"
+
+
+def test_parsers():
+    text = "Job Id: 7.srv\n    job_state = R\n\nJob Id: 8.srv\n    job_state = F\n    Exit_status = 0\n"
+    assert pbs.parse_text(text, "8.srv") == ("F", 0)
+    assert pbs.parse_text(text, "7") == ("R", None)
+    assert pbs.classify("R", None) == "running" and pbs.classify("E", None) == "running"
+    assert pbs.classify("F", None) == "failed" and pbs.classify("X", 0) == "success"
+    assert pbs.parse_json('{"Jobs": {"9.srv": {"job_state": "F", "Exit_status": "0"}}}', "9") == ("F", 0)
+
+
+SNAKEFILE = r"""
+rule all:
+    input: "summary.txt"
+
+rule search:
+    output: "ranks.txt"
+    resources: tasks=2
+    shell: "{resources.mpi} -n {resources.tasks} bash -c 'echo gpu=$CUDA_VISIBLE_DEVICES' > {output}"
+
+rule summarize:
+    input: "ranks.txt"
+    output: "summary.txt"
+    params: fail=config.get("fail", 0)
+    shell: "sort {input} > {output}; test {params.fail} = 0"
+"""
+
+
+def polaris_profile(tmp_path: Path) -> Path:
+    """The Polaris profile with what cannot exist here swapped: account, absolute paths (the test runs
+    outside the repository); Cray's mpiexec options go through EVOTRACE_MPIEXEC_OPTS."""
+    prof = yaml.safe_load((REPO / "profiles/polaris/config.v8+.yaml").read_text())
+    prof["default-resources"]["account"] = "'testproj'"
+    prof["default-resources"]["mpi"] = f"'{REPO}/profiles/polaris/mpiexec.sh'"
+    prof["jobscript"] = str(REPO / "profiles/polaris/jobscript.sh")
+    prof.update({"seconds-between-status-checks": 1, "latency-wait": 5, "max-status-checks-per-second": 10})
+    out = tmp_path / "profile"
+    out.mkdir()
+    (out / "config.v8+.yaml").write_text(yaml.safe_dump(prof))
+    return out
+
+
+def snakemake(tmp_path, *args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=150)
+
+
+def test_snakemake_through_fake_pbs(env, tmp_path):
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    profile = polaris_profile(tmp_path)
+    run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_MPIEXEC_OPTS": "", "FAKE_PBS_QSTAT": "broken"}
+    done = snakemake(tmp_path, "--profile", str(profile), env=run_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "summary.txt").read_text().split() == ["gpu=2", "gpu=3"]
+    jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "pbs_state").glob("*.json"))]
+    search = next(j for j in jobs if j["name"] == "smk-search")
+    assert search["account"] == "testproj" and search["queue"] == "debug"
+    assert search["resources"]["walltime"] == "01:00:00" and search["resources"]["select"] == "1:system=polaris"
+    assert all(j["job_state"] == "F" and j["Exit_status"] == 0 for j in jobs)
+
+    (tmp_path / "summary.txt").unlink()
+    failed = snakemake(tmp_path, "--profile", str(profile), "--config", "fail=1", env=run_env)
+    assert failed.returncode != 0
+    assert "Error in rule summarize" in failed.stderr
+    last = json.loads(max((tmp_path / "pbs_state").glob("*.json"), key=lambda p: int(p.stem)).read_text())
+    assert last["name"] == "smk-summarize" and last["Exit_status"] == 1
+
+
+def test_local_profile_runs_mpi_rule(env, tmp_path):
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    done = snakemake(tmp_path, "--profile", str(REPO / "profiles/local"), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mpiexec -n 2" in done.stdout + done.stderr
+    assert len((tmp_path / "summary.txt").read_text().split()) == 2

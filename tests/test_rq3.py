@@ -1,0 +1,251 @@
+"""RQ3 tables on hand-made traces with known answers, the bounds against direct formulas, the figures
+and one export."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evotrace.analysis import rq3
+from evotrace.figures import rq3 as fig3
+from evotrace.figures.export import save
+
+REPORT = Path(__file__).resolve().parents[1] / "workflow" / "report"
+
+ANALYSIS = {
+    "prefix_len": 2,
+    "snapshots": [4, 8, 20],
+    "tiers": {"tier1_fraction": 0.75, "tier3_max": 1},
+    "donor_k_max": 4,
+    "popularity_threshold": 2,
+}
+
+
+def frame(rows, **defaults):
+    df = pd.DataFrame(rows)
+    for key, value in defaults.items():
+        if key not in df:
+            df[key] = value
+    for col in ("parent_id", "donor_id", "insert_seq", "population_version"):
+        if col in df:
+            df[col] = df[col].astype("Int64")
+    return df
+
+
+@pytest.fixture
+def prefix_trace():
+    """Run a (p = 4): prefixes (1,0) (0,2) (1,0) (0,1) (1,0) (1,0) (0,2) (1,0) (1,1) (1,0) -> ids by
+    lexicographic rank (0,1)=0 (0,2)=1 (1,0)=2 (1,1)=3. Run b (p = 2) has its own ids."""
+    a = [(1, 0), (0, 2), (1, 0), (0, 1), (1, 0), (1, 0), (0, 2), (1, 0), (1, 1), (1, 0)]
+    b = [(5, 5), (0, 0), (5, 5)]
+    rows = [dict(run="a", job_id=j, stage=1 if j < 4 else 2, arch_seq=[*pre, j % 3]) for j, pre in enumerate(a)]
+    rows += [dict(run="b", job_id=j, stage=1, arch_seq=[*pre, 0]) for j, pre in enumerate(b)]
+    params = {
+        "analysis": ANALYSIS,
+        "runs": {"a": {"population": 4, "sample": 2, "num_choices": [3, 4, 5]}, "b": {"population": 2, "sample": 1}},
+    }
+    return frame(rows, status="ok"), params
+
+
+def test_prefix_ids_are_lexicographic_ranks_per_run(prefix_trace):
+    c, params = prefix_trace
+    pre = rq3.prefixed(c, params)
+    assert pre.loc[pre["run"] == "a", "prefix_id"].tolist() == [2, 1, 2, 0, 2, 2, 1, 2, 3, 2]
+    assert pre.loc[pre["run"] == "b", "prefix_id"].tolist() == [1, 0, 1]
+    legend = rq3.prefix_table(c, None, params)
+    a = legend[legend["run"] == "a"].set_index("prefix_id")
+    assert a["prefix"].to_dict() == {0: "0-1", 1: "0-2", 2: "1-0", 3: "1-1"}
+    assert a["candidates"].to_dict() == {0: 1, 1: 2, 2: 6, 3: 1}
+
+
+def test_snapshot_windows_hold_the_last_p_candidates_with_tiers(prefix_trace):
+    c, params = prefix_trace
+    snaps = rq3.prefix_snapshots(c, None, params)
+    a = snaps[snaps["run"] == "a"]
+    assert sorted(a["seen"].unique()) == [4, 8]  # 20 > N is left out
+    first = a[a["seen"] == 4].set_index("prefix_id")
+    assert first["count"].to_dict() == {0: 1, 1: 1, 2: 2}
+    assert first["tier"].to_dict() == {0: 3, 1: 3, 2: 2}  # 2 < 0.75 * 4 and > tier3_max
+    second = a[a["seen"] == 8].set_index("prefix_id")
+    assert second["count"].to_dict() == {1: 1, 2: 3}
+    assert second["tier"].to_dict() == {1: 3, 2: 1}
+    b = snaps[snaps["run"] == "b"]
+    assert b.empty  # 4 > N = 3 for run b
+
+
+def test_frames_cover_the_search_every_p_over_10(prefix_trace):
+    c, params = prefix_trace
+    frames = rq3.prefix_frames(c, None, params)
+    a = frames[frames["run"] == "a"]
+    assert sorted(a["seen"].unique()) == list(range(1, 11))  # p = 4: step max(1, round(0.4)) = 1
+    assert a[a["seen"] == 2].set_index("prefix_id")["count"].to_dict() == {1: 1, 2: 1}
+    assert a[a["seen"] == 2]["window"].iloc[0] == 2
+    assert a[a["seen"] == 10].set_index("prefix_id")["count"].to_dict() == {1: 1, 2: 2, 3: 1}
+    assert rq3.frame_ends(1000, 100).tolist() == list(range(10, 1001, 10))
+    assert rq3.frame_ends(25, 100).tolist() == [10, 20, 25]
+
+
+def test_tiers_split_each_window(prefix_trace):
+    c, params = prefix_trace
+    t = rq3.tiers(c, None, params)
+    at8 = t[(t["run"] == "a") & (t["seen"] == 8)].set_index("tier")
+    assert at8["prefixes"].to_dict() == {1: 1, 2: 0, 3: 1}
+    assert at8["candidates"].to_dict() == {1: 3, 2: 0, 3: 1}
+    assert at8["share"].sum() == pytest.approx(1.0)
+
+
+@pytest.fixture
+def use_trace():
+    """p = 4, windows W0 = jobs 0-3, W1 = 4-7, W2 = 8-11; jobs 12-13 form a partial window (ignored).
+    Job 3 failed, so it is never at risk."""
+    donors = [None, None, 0, 0, 0, 1, 1, 2, 1, 5, 5, 4, 5, 5]
+    parents = [None, None, None, None, 2, 2, 2, 0, 2, 6, 8, 6, 6, 6]
+    rows = [
+        dict(run="a", job_id=j, donor_id=d, parent_id=q, status="failed" if j == 3 else "ok", arch_seq=[0, 0])
+        for j, (d, q) in enumerate(zip(donors, parents))
+    ]
+    params = {"analysis": ANALYSIS, "runs": {"a": {"population": 4, "sample": 2}}}
+    return frame(rows), params
+
+
+def test_reuse_probability_given_uses_in_the_last_window(use_trace):
+    c, params = use_trace
+    out = rq3.reuse_probability(c, None, params)
+    donor = out[out["role"] == "donor"].set_index("k")
+    # W0 -> W1: model 0 (2 uses, used again); W1 -> W2: 0 (1, not), 1 (2, again), 2 (1, not)
+    assert donor["models"].to_dict() == {0: 10, 1: 4, 2: 2, 3: 0, 4: 0}
+    assert donor["hits"].to_dict() == {0: 6, 1: 2, 2: 2, 3: 0, 4: 0}
+    assert donor.loc[1, "probability"] == pytest.approx(0.5)
+    assert donor.loc[2, "probability"] == pytest.approx(1.0)
+    assert np.isnan(donor.loc[3, "probability"])
+    assert donor["base_rate"].tolist() == pytest.approx([0.6] * 5)
+    assert donor.loc[2, "lift"] == pytest.approx(1 / 0.6)
+    parent = out[out["role"] == "parent"].set_index("k")
+    # base: W1 parents {2, 0}, W2 parents {2, 6} (8 is created inside W2: not at risk) over 3 + 7 models
+    assert parent["hits"].to_dict() == {0: 4, 1: 1, 2: 1, 3: 1, 4: 0}
+    assert parent["models"].to_dict() == {0: 10, 1: 2, 2: 1, 3: 1, 4: 0}
+    assert parent.loc[0, "probability"] == pytest.approx(0.4)
+    assert out.loc[out["threshold"], "k"].unique().tolist() == [2]
+
+
+def test_birthday_bound_formula():
+    assert rq3.birthday_bound(125, 3) == pytest.approx((125**2 * math.factorial(3) * math.log(2)) ** (1 / 3))
+    assert rq3.birthday_bound(1e40, 4, p=0.9) == pytest.approx(
+        math.exp((3 * math.log(1e40) + math.log(24) + math.log(math.log(10))) / 4)
+    )
+    assert 22 < rq3.birthday_bound(365, 2) < 23  # the classic birthday problem: 23 people
+
+
+def test_birthday_table_uses_stage1_only(prefix_trace):
+    c, params = prefix_trace
+    out = rq3.birthday(c, None, params).set_index("run")
+    # run a stage 1 (jobs 0-3): (1,0) (0,2) (1,0) (0,1): max count 2; c = 3 * 4
+    assert out.loc["a", ["stage1_size", "distinct_prefixes", "max_count"]].tolist() == [4, 3, 2]
+    assert out.loc["a", "prefix_space"] == 12
+    assert out.loc["a", "bound_p50"] == pytest.approx(math.sqrt(12 * 2 * math.log(2)))
+    assert out.loc["a", "next_bound_p50"] == pytest.approx((144 * 6 * math.log(2)) ** (1 / 3))
+    # run b has no num_choices: the choices seen, 6 and 6, give c = 36
+    assert out.loc["b", "prefix_space"] == 36
+
+
+@pytest.fixture
+def lag_trace():
+    """p = 4, s = 2. New maxima in insertion order: job 0 (0.5), job 1 (0.7), job 3 (0.9), job 7 (0.95).
+    Job 8 failed (never inserted)."""
+    rows = [
+        # job stage pv  ins  quality parent start end
+        (0, 1, 0, 0, 0.5, None, 0.0, 1.0),
+        (1, 1, 0, 1, 0.7, None, 0.0, 2.0),
+        (2, 1, 0, 2, 0.6, None, 0.0, 3.0),
+        (3, 1, 0, 3, 0.9, None, 0.0, 4.0),
+        (4, 2, 2, 4, 0.8, 1, 2.5, 5.0),
+        (5, 2, 3, 5, 0.3, 1, 3.5, 6.0),
+        (6, 2, 4, 6, 0.4, 2, 4.5, 7.0),
+        (7, 2, 5, 7, 0.95, 3, 5.5, 8.0),
+        (8, 2, 6, None, None, 3, 6.0, 9.0),
+        (9, 2, 8, 8, 0.2, 7, 8.5, 10.0),
+    ]
+    df = pd.DataFrame(
+        rows, columns=["job_id", "stage", "population_version", "insert_seq", "quality", "parent_id", "start_time", "end_time"]
+    )
+    df = frame(df.to_dict("records"), run="a", status="ok")
+    df.loc[df["job_id"] == 8, "status"] = "failed"
+    return df, {"analysis": ANALYSIS, "runs": {"a": {"population": 4, "sample": 2}}}
+
+
+def test_improvement_lag_events(lag_trace):
+    c, params = lag_trace
+    ev = rq3.improvement_lag(c, None, params).set_index("job_id")
+    assert ev.index.tolist() == [0, 1, 3, 7]
+    assert ev["available_at"].tolist() == [4, 4, 6, 9]
+    assert ev["retired_at"].tolist() == [7, 8, 9, pd.NA]
+    assert ev["first_child"].tolist() == [pd.NA, 4, 7, 9]
+    assert ev["lag"].tolist() == [pd.NA, 1, 2, 1]
+    assert ev["superseded"].tolist() == [True, False, False, False]
+    assert ev["censored"].tolist() == [False, False, False, False]
+    assert ev.loc[[1, 3, 7], "lag_seconds"].tolist() == pytest.approx([0.5, 1.5, 0.5])
+    assert (ev["expected_lag"] == 2.0).all()
+
+    summary = rq3.improvement_lag_summary(c, None, params).set_index("run")
+    assert summary.loc["a", ["events", "picked", "superseded", "censored"]].tolist() == [4, 3, 1, 0]
+    assert summary.loc["a", "mean_lag"] == pytest.approx(4 / 3)
+    assert summary.loc["a", "median_lag"] == 1.0
+    assert summary.loc["a", "mean_lag_seconds"] == pytest.approx(2.5 / 3)
+
+
+def test_a_best_model_that_retires_unpicked_is_censored(lag_trace):
+    c, params = lag_trace
+    c = c[c["job_id"] != 9]  # job 7 never becomes a parent
+    ev = rq3.improvement_lag(c, None, params).set_index("job_id")
+    assert ev.loc[7, "censored"] and not ev.loc[7, "superseded"]
+
+
+@pytest.fixture
+def tables(prefix_trace, use_trace, lag_trace):
+    c, params = prefix_trace
+    out = {name: fn(c, None, params) for name, fn in rq3.TABLES.items() if "lag" not in name and name != "reuse_probability"}
+    out["reuse_probability"] = rq3.reuse_probability(use_trace[0], None, use_trace[1])
+    out["improvement_lag"] = rq3.improvement_lag(lag_trace[0], None, lag_trace[1])
+    return out, params
+
+
+def test_figures_draw_the_tables(tables):
+    t, params = tables
+    hist = fig3.FIGURES["prefix_histograms"](t, params)
+    cells = [d for d in hist.data if not d.showlegend]
+    assert len(cells) == 2 * 2  # runs x snapshots; run b (3 candidates) has empty cells
+    assert list(cells[0].y) == [1, 1, 2] and list(cells[1].y) == [1, 3]
+    assert [d.name for d in hist.data if d.showlegend] == ["tier 1", "tier 2", "tier 3"]
+
+    anim = fig3.FIGURES["prefix_animation"](t, params)
+    assert len(anim.frames) == 10  # union of the frames of run a (1..10) and run b (1..3)
+    assert len(anim.layout.sliders[0].steps) == 10
+    last = anim.frames[-1]
+    assert list(last.data[0].y) == [1, 2, 1] and list(last.data[1].y) == [1, 1]  # run b keeps its last window
+
+    assert len(fig3.FIGURES["tiers"](t, params).data) == 2 * 3
+    donors = fig3.FIGURES["donor_probability"](t, params)
+    assert {d.name for d in donors.data} == {"a", "a base rate"}
+    assert len(fig3.FIGURES["birthday"](t, params).data) == 3
+    lag = fig3.FIGURES["improvement_lag"](t, params)
+    assert sum(len(d.x) for d in lag.data) == 3
+
+
+def test_every_figure_has_a_caption():
+    assert set(fig3.CAPTIONS) == set(fig3.FIGURES)
+    for name in fig3.CAPTIONS.values():
+        text = (REPORT / name).read_text()
+        assert name.startswith("rq3_") and len(text.split(".")) >= 4
+
+
+def test_export_html_and_png(tables, tmp_path):
+    t, params = tables
+    fig = fig3.FIGURES["prefix_animation"](t, params)
+    paths = [tmp_path / "anim.html", tmp_path / "anim.png"]
+    save(fig, paths, width=500, height=400, scale=1)
+    assert "Plotly.newPlot" in paths[0].read_text() and "frames" in paths[0].read_text()
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,178 @@
+"""RQ4 tables on a hand-made trace with known answers, the bound against scipy and math.comb, a
+simulated correct Algorithm 1, and the figures drawn from the tables."""
+
+from math import comb
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from evotrace.analysis import rq4
+from evotrace.analysis.command import read_table, write_table
+from evotrace.figures import rq4 as figures
+from evotrace.figures.export import save
+
+REPORT = Path(__file__).resolve().parents[1] / "workflow" / "report"
+
+# p = 3, s = 2. Job 6's parent (job 3) ranks last among jobs 2, 3, 5 when drawn: a planted violation.
+#  job stage status   quality insert version parent donor end_time
+ROWS = [
+    (0, 1, "ok", 0.5, 0, 0, None, None, 3.0),
+    (1, 1, "ok", 0.2, 1, 0, None, None, 1.0),
+    (2, 1, "ok", 0.8, 2, 0, None, None, 2.0),
+    (3, 2, "ok", 0.6, 3, 3, 2, 2, 4.0),
+    (4, 2, "failed", None, None, 3, 0, None, 4.5),
+    (5, 2, "ok", 0.9, 4, 4, 2, 3, 5.0),
+    (6, 2, "ok", 0.1, 5, 5, 3, 3, 6.0),
+]
+PARAMS = {"analysis": {}, "runs": {"q": {"population": 3, "sample": 2}}}
+
+
+def make_trace(rows=ROWS):
+    df = pd.DataFrame(rows, columns=["job_id", "stage", "status", "quality", "insert_seq", "population_version",
+                                     "parent_id", "donor_id", "end_time"])
+    df.insert(0, "run", "q")
+    for col in ("insert_seq", "population_version", "parent_id", "donor_id"):
+        df[col] = df[col].astype("Int64")
+    df["quality"] = df["quality"].astype(float)
+    return df
+
+
+@pytest.fixture(scope="module")
+def tables():
+    trace = make_trace()
+    return {name: fn(trace, pd.DataFrame(), PARAMS) for name, fn in rq4.TABLES.items()}
+
+
+def test_quality_and_cumulative_max(tables):
+    q = tables["quality"]
+    assert q["job_id"].tolist() == [1, 2, 0, 3, 5, 6]
+    assert q["completion"].tolist() == [1, 2, 3, 4, 6, 7]  # the failed job 4 finished 5th
+    assert q["cummax"].tolist() == [0.2, 0.8, 0.8, 0.8, 0.9, 0.9]
+    assert q["improvement"].tolist() == [True, True, False, False, True, False]
+
+
+def test_improvement_steps(tables):
+    i = tables["improvements"]
+    assert i["job_id"].tolist() == [1, 2, 5]
+    assert i["step"].tolist() == [1, 2, 3]
+    assert i["end_time"].tolist() == [1.0, 2.0, 5.0]
+    assert np.isnan(i["gain"].iloc[0])
+    assert i["gain"].iloc[1:].to_numpy() == pytest.approx([0.6, 0.1])
+
+
+def test_quality_summary(tables):
+    s = tables["quality_summary"].set_index("run").loc["q"]
+    assert (s["candidates"], s["ok"], s["failed"], s["improvements"]) == (7, 6, 1, 3)
+    assert s["trim_low"] == pytest.approx(0.55) and s["median"] == pytest.approx(0.55)
+    assert s["hidden"] == 3
+    assert (s["min"], s["max"]) == (0.1, 0.9)
+
+
+def test_insertion_rank_and_bound(tables):
+    r = tables["insertion_rank"]
+    assert r["job_id"].tolist() == [0, 1, 2, 3, 5, 6]
+    assert r["population"].tolist() == [1, 2, 3, 3, 3, 3]
+    assert r["rank"].tolist() == [1, 1, 3, 2, 3, 1]
+    assert r["transfer_bound"].to_numpy() == pytest.approx([1, 0, 1, 1 / 3, 1, 0])
+    assert r["children"].tolist() == [1, 0, 2, 1, 0, 0]
+    assert r["donations"].tolist() == [0, 0, 1, 2, 0, 0]
+    assert r["was_parent"].tolist() == [True, False, True, True, False, False]
+    assert r["was_donor"].tolist() == [False, False, True, True, False, False]
+
+
+def test_bound_matches_scipy_and_comb():
+    for P in range(5, 13):
+        for s in (2, 3, 5):
+            lam = np.arange(1, P + 1)
+            got = rq4.transfer_bound(np.full(P, P), lam, np.full(P, s))
+            assert got == pytest.approx([comb(int(k), s) / comb(P, s) for k in lam])
+            assert got == pytest.approx(stats.hypergeom(P, P - lam, s).pmf(0))
+            assert (got[: s - 1] == 0).all()
+
+
+def test_window_count_ties_and_edges():
+    values = np.array([0.5, 0.5, 0.2, 0.7])
+    start, stop = np.array([0, 1, 3, 2]), np.array([2, 4, 3, 4])
+    assert rq4.window_count_le(values, start, stop, np.array([0.5, 0.5, 1.0, 0.2])).tolist() == [2, 2, 0, 1]
+
+
+def test_rank_outcomes(tables):
+    o = tables["rank_outcomes"].set_index("rank")
+    assert o["candidates"].tolist() == [1, 1, 2]
+    assert o["parents"].tolist() == [0, 1, 1]
+    assert o["donor_fraction"].tolist() == [0.0, 1.0, 0.5]
+    assert o["transfer_bound"].to_numpy() == pytest.approx([0, 1 / 3, 1])
+
+
+def test_worst_parents_catches_the_planted_violation(tables):
+    w = tables["worst_parents"].set_index("run").loc["q"]
+    assert (w["draws"], w["parent_outside"], w["worst_draws"]) == (4, 0, 1)
+    assert w["worst_draw_fraction"] == pytest.approx(0.25)
+    assert (w["inserted_worst"], w["inserted_worst_parents"]) == (1, 0)
+
+
+def test_worst_parents_flags_a_parent_outside_the_population():
+    rows = [r if r[0] != 6 else (6, 2, "ok", 0.1, 5, 5, 0, 3, 6.0) for r in ROWS]
+    w = rq4.worst_parents(make_trace(rows), pd.DataFrame(), PARAMS).iloc[0]
+    assert (w["parent_outside"], w["worst_draws"]) == (1, 0)
+
+
+def simulate(n=400, p=20, s=4, seed=0):
+    """A sequential, correct Algorithm 1 with random qualities and a few failures."""
+    rng = np.random.default_rng(seed)
+    rows, members, quality = [], [], {}
+    for job in range(n):
+        version = len(members)
+        parent = None
+        if job >= p:
+            sample = rng.choice(members[-p:], size=s, replace=False)
+            parent = int(max(sample, key=lambda j: quality[j]))
+        if job >= p and rng.random() < 0.05:
+            rows.append((job, 2, "failed", None, None, version, parent, parent, float(job)))
+            continue
+        quality[job] = float(rng.random())
+        rows.append((job, 1 if job < p else 2, "ok", quality[job], len(members), version, parent, parent, float(job)))
+        members.append(job)
+    return make_trace(rows), {"analysis": {}, "runs": {"q": {"population": p, "sample": s}}}
+
+
+def test_correct_algorithm_never_picks_the_worst():
+    trace, params = simulate()
+    w = rq4.worst_parents(trace, pd.DataFrame(), params).iloc[0]
+    assert w["draws"] == 400 - 20
+    assert (w["worst_draws"], w["parent_outside"], w["worst_draw_fraction"]) == (0, 0, 0.0)
+    r = rq4.insertion_rank(trace, pd.DataFrame(), params)
+    assert r["population"].max() == 20 and r["rank"].between(1, 20).all()
+    assert (r["transfer_bound"][r["population"] == 20] == 0).sum() == (r["rank"][r["population"] == 20] < 4).sum()
+
+
+def _through_csv(tables, tmp_path):
+    out = {}
+    for name, table in tables.items():
+        write_table(table, tmp_path / f"{name}.csv")
+        out[name] = read_table(tmp_path / f"{name}.csv")
+    return out
+
+
+def test_figures_from_tables(tables, tmp_path):
+    loaded = _through_csv(tables, tmp_path)
+    trimmed = figures.quality_trimmed(loaded, PARAMS)
+    assert [t.name for t in trimmed.data] == ["observed, stage 1", "observed, stage 2", "cumulative max"]
+    assert list(trimmed.data[2].y) == [0.2, 0.8, 0.8, 0.8, 0.9, 0.9]
+    assert trimmed.layout.yaxis.range[0] == pytest.approx(0.55)
+    assert "3 below the axis" in trimmed.layout.annotations[0].text
+    full = figures.quality(loaded, PARAMS)
+    assert full.layout.yaxis.range is None
+    gains = figures.improvements(loaded, PARAMS)
+    assert list(gains.data[0].y) == pytest.approx([0.6, 0.1])
+    ranks = figures.rank_outcomes(loaded, PARAMS)
+    assert "1 of 4 draws" in ranks.layout.annotations[0].text
+    assert [t.type for t in ranks.data] == ["bar", "bar", "scatter"]
+    assert set(figures.CAPTIONS) == set(figures.FIGURES)
+    assert all((REPORT / caption).is_file() for caption in figures.CAPTIONS.values())
+    save(trimmed, [tmp_path / "quality_trimmed.html"])
+    assert (tmp_path / "quality_trimmed.html").stat().st_size > 1000

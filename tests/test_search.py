@@ -1,0 +1,197 @@
+"""Algorithm 1 on real MPI ranks with real training, checked on the written trace."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from evotrace.data import prepare, save
+from evotrace.runspec import build_spec, write_spec
+from evotrace.search.invariants import algorithm1_violations
+from evotrace.search.regevo import RegularizedEvolution, StarvedPopulation, position_weights
+from evotrace.trace import run_metadata
+
+import pyarrow.parquet as pq
+
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+EVOTRACE = [sys.executable, "-m", "evotrace.cli"]
+
+
+@pytest.fixture(scope="module")
+def tabular(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "bc.npz"
+    save(prepare("sklearn-breast-cancer", input_blocks=2, seed=0), path)
+    return path
+
+
+def make_spec(tmp_path, data, *, n=40, p=10, s=3, workers=2, seed=5, transfer=False, **extra):
+    config = {
+        "study": "t", "datasets": {"bc": {"source": "sklearn-breast-cancer"}},
+        "search": {"candidates": n, "population": p, "sample": s, "workers": workers, "torch_threads": 1},
+        "training": {"batch_size": 64, "learning_rate": 0.05},
+        "transfer": {"fine_tune_epochs": 0, "cache": {"policy": "lru", "capacity_mb": 4}},
+        "runs": {"r": {"space": "attn", "space_options": {"widths": [8, 24, 8]}, "dataset": "bc", "epochs": 1,
+                       "seed": seed, "transfer": transfer}},
+        "analysis": {},
+    }
+    from evotrace.data import load
+
+    ds = load(data)
+    spec = build_spec(config, "r", str(data), {"input_shape": ds.input_shape, "num_classes": ds.num_classes, "blocks": ds.blocks})
+    spec.update(extra)
+    path = tmp_path / "run" / "spec.json"
+    write_spec(spec, path)
+    return path
+
+
+def search_cmd(spec, workers):
+    return [MPIEXEC, "-n", str(workers + 1), *EVOTRACE, "search", "--spec", str(spec), "--out-dir", str(spec.parent)]
+
+
+def run_search(spec, workers, timeout=240):
+    proc = subprocess.run(search_cmd(spec, workers), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return pd.read_parquet(spec.parent / "candidates.parquet"), proc.stderr
+
+
+# --- Algorithm 1 without MPI ------------------------------------------------------------------
+
+def test_regevo_stage_sizes_and_mutations_without_mpi():
+    rng = np.random.default_rng(0)
+    core = RegularizedEvolution([3, 4, 5], population=6, sample=3, candidates=30, rng=rng)
+    rows = []
+    while not core.done_creating:
+        c = core.create()
+        quality = float(rng.random()) if c.job_id % 7 else None  # every 7th fails
+        insert = core.complete(c.job_id, c.arch_seq, quality)
+        rows.append({"job_id": c.job_id, "stage": c.stage, "arch_seq": list(c.arch_seq), "parent_id": c.parent_id,
+                     "mutation_pos": c.mutation_pos, "population_version": c.population_version,
+                     "quality": quality, "status": "ok" if quality is not None else "failed", "insert_seq": insert})
+    trace = pd.DataFrame(rows)
+    assert algorithm1_violations(trace, 6, 3, 30) == []
+    assert (trace["stage"] == 1).sum() == 6
+    assert len(core.population) == 6
+
+
+def test_invariant_checker_catches_violations():
+    rng = np.random.default_rng(1)
+    core = RegularizedEvolution([5] * 4, population=5, sample=2, candidates=15, rng=rng)
+    rows = []
+    while not core.done_creating:
+        c = core.create()
+        q = float(rng.random())
+        rows.append({"job_id": c.job_id, "stage": c.stage, "arch_seq": list(c.arch_seq), "parent_id": c.parent_id,
+                     "mutation_pos": c.mutation_pos, "population_version": c.population_version, "quality": q,
+                     "status": "ok", "insert_seq": core.complete(c.job_id, c.arch_seq, q)})
+    good = pd.DataFrame(rows)
+    bad = good.copy()
+    bad.at[10, "mutation_pos"] = (int(bad.at[10, "mutation_pos"]) + 1) % 4
+    assert any("job 10" in v for v in algorithm1_violations(bad, 5, 2, 15))
+    worst = good.copy()
+    row = worst.index[worst["stage"] == 2][3]
+    v = int(worst.at[row, "population_version"])
+    members = good[good["insert_seq"].between(max(0, v - 5), v - 1)]
+    worst.at[row, "parent_id"] = int(members.sort_values("quality").iloc[0]["job_id"])
+    assert any("worst" in v for v in algorithm1_violations(worst, 5, 2, 15))
+
+
+def test_mutation_changes_value_and_follows_position_weights():
+    rng = np.random.default_rng(2)
+    core = RegularizedEvolution([2] * 5, population=3, sample=2, candidates=3000, rng=rng, positions=[0, 0, 0, 1, 3])
+    counts = np.zeros(5)
+    for _ in range(3):
+        c = core.create()
+        core.complete(c.job_id, c.arch_seq, rng.random())
+    for _ in range(2000):
+        c = core.create()
+        counts[c.mutation_pos] += 1
+        core.complete(c.job_id, c.arch_seq, rng.random())
+    assert counts[:3].sum() == 0
+    assert 0.70 < counts[4] / counts.sum() < 0.80
+    assert position_weights("linear", 4).tolist() == [0.1, 0.2, 0.3, 0.4]
+    with pytest.raises(ValueError, match="4 non-negative"):
+        position_weights([1, 2], 4)
+
+
+def test_starved_population_is_reported():
+    core = RegularizedEvolution([3, 3], population=3, sample=2, candidates=10, rng=np.random.default_rng(0))
+    for _ in range(3):
+        c = core.create()
+        core.complete(c.job_id, c.arch_seq, None)
+    assert not core.can_create()
+    with pytest.raises(StarvedPopulation, match="s=2"):
+        core.create()
+
+
+# --- real MPI searches -------------------------------------------------------------------------
+
+@pytest.mark.mpi
+def test_mpi_search_follows_algorithm1(tmp_path, tabular):
+    spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=3)
+    trace, log = run_search(spec, 3)
+    assert algorithm1_violations(trace, 10, 3, 40) == []
+    assert set(trace["worker"]) == {1, 2, 3}
+    assert (trace["status"] == "ok").all() and trace["quality"].between(0, 1).all()
+    assert (trace["epochs"] == 1).all() and (trace["train_seconds"] > 0).all()
+    assert (trace["start_time"] >= trace["submit_time"] - 1e-3).all() and (trace["end_time"] > trace["start_time"]).all()
+    meta = run_metadata(pq.read_schema(spec.parent / "candidates.parquet"))
+    assert meta["candidates"] == 40 and meta["population"] == 10 and meta["workers"] == 3 and meta["seed"] == 5
+    assert "40/40 done" in log and "candidates/min" in log and "best quality" in log
+    assert (spec.parent / "journal.done.jsonl").exists() and not (spec.parent / "journal.jsonl").exists()
+
+
+@pytest.mark.mpi
+def test_failures_are_recorded_and_never_enter_the_population(tmp_path, tabular):
+    spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2, inject_failures={"rate": 0.1, "nan_jobs": [12]})
+    trace, _ = run_search(spec, 2)
+    failed = trace[trace["status"] == "failed"]
+    assert len(trace) == 40 and 12 in set(failed["job_id"])
+    assert len(failed) >= 3
+    assert failed["quality"].isna().all() and failed["insert_seq"].isna().all()
+    assert failed["error"].str.contains("injected failure|NonFiniteLoss").all()
+    assert not set(failed["job_id"]) & set(trace["parent_id"].dropna().astype(int))
+    assert algorithm1_violations(trace, 10, 3, 40) == []
+
+
+@pytest.mark.mpi
+def test_single_worker_search_is_reproducible(tmp_path, tabular):
+    a, _ = run_search(make_spec(tmp_path / "a", tabular, n=25, p=8, s=3, workers=1), 1)
+    b, _ = run_search(make_spec(tmp_path / "b", tabular, n=25, p=8, s=3, workers=1), 1)
+    for column in ("arch_seq", "parent_id", "mutation_pos", "quality", "insert_seq"):
+        assert a[column].astype(str).tolist() == b[column].astype(str).tolist(), column
+
+
+@pytest.mark.mpi
+def test_resume_after_sigkill_of_the_master(tmp_path, tabular):
+    spec = make_spec(tmp_path, tabular, n=60, p=10, s=3, workers=2, evaluation={"kind": "sleep", "seconds": 0.15})
+    journal = spec.parent / "journal.jsonl"
+    proc = subprocess.Popen(search_cmd(spec, 2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if journal.exists() and journal.read_text().count('"e":"d"') >= 25:
+            break
+        time.sleep(0.1)
+    master = next(c for c in psutil.Process(proc.pid).children(recursive=True)
+                  if c.environ().get("PMI_RANK") == "0" and "evotrace" in " ".join(c.cmdline()))
+    master.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    before = {r["job_id"]: r for r in map(json.loads, journal.read_text().splitlines()) if r["e"] == "d"}
+    assert 25 <= len(before) < 60 and not (spec.parent / "candidates.parquet").exists()
+
+    trace, log = run_search(spec, 2)
+    assert "resuming" in log
+    assert len(trace) == 60 and trace["job_id"].tolist() == list(range(60))
+    by_id = trace.set_index("job_id")
+    for job_id, record in before.items():
+        assert by_id.at[job_id, "quality"] == pytest.approx(record["quality"], nan_ok=True)
+        assert by_id.at[job_id, "insert_seq"] == pytest.approx(record["insert_seq"], nan_ok=True)
+    assert algorithm1_violations(trace, 10, 3, 60) == []

@@ -1,0 +1,45 @@
+rule rq1_tables:
+    input:
+        candidates=f"{RESULTS}/traces/candidates.parquet",
+        tensor_reads=f"{RESULTS}/traces/tensor_reads.parquet",
+        config=f"{RESULTS}/config.json",
+    output:
+        expand(f"{RESULTS}/tables/rq1/{{table}}.csv", table=tables_of("rq1")),
+    log:
+        f"{LOGS}/rq1_tables.log",
+    benchmark:
+        f"{BENCH}/rq1_tables.tsv"
+    params:
+        traces=f"{RESULTS}/traces",
+        out_dir=f"{RESULTS}/tables/rq1",
+    shell:
+        "evotrace analyze --rq rq1 --traces-dir {params.traces} --config-json {input.config}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+for _figure in figures_of("rq1"):
+
+    rule:
+        name:
+            f"rq1_{_figure}"
+        input:
+            tables=rules.rq1_tables.output,
+            config=f"{RESULTS}/config.json",
+        output:
+            html=report(
+                f"{RESULTS}/figures/rq1/{_figure}.html",
+                caption=caption_of("rq1", _figure),
+                category="RQ1",
+            ),
+            pdf=f"{RESULTS}/figures/rq1/{_figure}.pdf",
+            png=f"{RESULTS}/figures/rq1/{_figure}.png",
+        log:
+            f"{LOGS}/figures/rq1_{_figure}.log",
+        params:
+            figure=_figure,
+            tables=f"{RESULTS}/tables/rq1",
+            traces=f"{RESULTS}/traces",
+        shell:
+            "evotrace figure --rq rq1 --name {params.figure} --tables-dir {params.tables}"
+            " --config-json {input.config} --traces-dir {params.traces}"
+            " --out {output.html} {output.pdf} {output.png} > {log} 2>&1"

@@ -1,0 +1,45 @@
+rule rq2_tables:
+    input:
+        candidates=f"{RESULTS}/traces/candidates.parquet",
+        tensor_reads=f"{RESULTS}/traces/tensor_reads.parquet",
+        config=f"{RESULTS}/config.json",
+    output:
+        expand(f"{RESULTS}/tables/rq2/{{table}}.csv", table=tables_of("rq2")),
+    log:
+        f"{LOGS}/rq2_tables.log",
+    benchmark:
+        f"{BENCH}/rq2_tables.tsv"
+    params:
+        traces=f"{RESULTS}/traces",
+        out_dir=f"{RESULTS}/tables/rq2",
+    shell:
+        "evotrace analyze --rq rq2 --traces-dir {params.traces} --config-json {input.config}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+for _figure in figures_of("rq2"):
+
+    rule:
+        name:
+            f"rq2_{_figure}"
+        input:
+            tables=rules.rq2_tables.output,
+            config=f"{RESULTS}/config.json",
+        output:
+            html=report(
+                f"{RESULTS}/figures/rq2/{_figure}.html",
+                caption=caption_of("rq2", _figure),
+                category="RQ2",
+            ),
+            pdf=f"{RESULTS}/figures/rq2/{_figure}.pdf",
+            png=f"{RESULTS}/figures/rq2/{_figure}.png",
+        log:
+            f"{LOGS}/figures/rq2_{_figure}.log",
+        params:
+            figure=_figure,
+            tables=f"{RESULTS}/tables/rq2",
+            traces=f"{RESULTS}/traces",
+        shell:
+            "evotrace figure --rq rq2 --name {params.figure} --tables-dir {params.tables}"
+            " --config-json {input.config} --traces-dir {params.traces}"
+            " --out {output.html} {output.pdf} {output.png} > {log} 2>&1"

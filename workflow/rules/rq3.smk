@@ -1,0 +1,45 @@
+rule rq3_tables:
+    input:
+        candidates=f"{RESULTS}/traces/candidates.parquet",
+        tensor_reads=f"{RESULTS}/traces/tensor_reads.parquet",
+        config=f"{RESULTS}/config.json",
+    output:
+        expand(f"{RESULTS}/tables/rq3/{{table}}.csv", table=tables_of("rq3")),
+    log:
+        f"{LOGS}/rq3_tables.log",
+    benchmark:
+        f"{BENCH}/rq3_tables.tsv"
+    params:
+        traces=f"{RESULTS}/traces",
+        out_dir=f"{RESULTS}/tables/rq3",
+    shell:
+        "evotrace analyze --rq rq3 --traces-dir {params.traces} --config-json {input.config}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+for _figure in figures_of("rq3"):
+
+    rule:
+        name:
+            f"rq3_{_figure}"
+        input:
+            tables=rules.rq3_tables.output,
+            config=f"{RESULTS}/config.json",
+        output:
+            html=report(
+                f"{RESULTS}/figures/rq3/{_figure}.html",
+                caption=caption_of("rq3", _figure),
+                category="RQ3",
+            ),
+            pdf=f"{RESULTS}/figures/rq3/{_figure}.pdf",
+            png=f"{RESULTS}/figures/rq3/{_figure}.png",
+        log:
+            f"{LOGS}/figures/rq3_{_figure}.log",
+        params:
+            figure=_figure,
+            tables=f"{RESULTS}/tables/rq3",
+            traces=f"{RESULTS}/traces",
+        shell:
+            "evotrace figure --rq rq3 --name {params.figure} --tables-dir {params.tables}"
+            " --config-json {input.config} --traces-dir {params.traces}"
+            " --out {output.html} {output.pdf} {output.png} > {log} 2>&1"
