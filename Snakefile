@@ -22,6 +22,17 @@ include: "workflow/rules/rq4.smk"
 include: "workflow/rules/report.smk"
 
 
+# light rules run where Snakemake runs (a Polaris login node, which also has the network for
+# downloads); only data preparation and the MPI searches become batch jobs
+localrules:
+    all,
+    download,
+    study_config,
+    setup_run,
+    consolidate,
+    summary,
+
+
 rule all:
     input:
         final_output(),

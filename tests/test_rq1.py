@@ -1,7 +1,6 @@
 """RQ1 tables on a hand-made trace with known answers, and the figures drawn from them."""
 
 import math
-
 from pathlib import Path
 
 import numpy as np

@@ -8,14 +8,13 @@ if command -v module >/dev/null 2>&1; then
     module use /soft/modulefiles
     module load conda
     conda activate base
+    # compute nodes reach the internet only through the ALCF proxy (dataset downloads)
+    export http_proxy=http://proxy.alcf.anl.gov:3128 https_proxy=http://proxy.alcf.anl.gov:3128
+    export no_proxy=admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov
 fi
 EVOTRACE_VENV="${{EVOTRACE_VENV:-$PBS_O_WORKDIR/.venv}}"
 if [ -f "$EVOTRACE_VENV/bin/activate" ]; then
     source "$EVOTRACE_VENV/bin/activate"
-fi
-# node-local SSD, wiped when the job ends: a cache only, never a place for declared outputs
-if [ -d /local/scratch ] && [ -w /local/scratch ]; then
-    export EVOTRACE_NODE_CACHE="/local/scratch/evotrace-$PBS_JOBID"
 fi
 echo "evotrace: PBS job $PBS_JOBID on $(hostname), $(wc -l < "${{PBS_NODEFILE:-/dev/null}}") node(s)"
 {exec_job}

@@ -25,6 +25,7 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -66,6 +67,19 @@ def tensor_hash(tensor: torch.Tensor, algorithm: str = "sha256") -> str:
     raise ValueError(f"unknown hash {algorithm!r}; choose from {HASHES}")
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def hash_many(tensors: list[torch.Tensor], algorithms: list[str], threads: int) -> list[str]:
+    """Hash several tensors at once: hashlib releases the GIL, so threads overlap on multi-core nodes."""
+    global _POOL
+    if threads <= 1 or len(tensors) < 2:
+        return [tensor_hash(t, a) for t, a in zip(tensors, algorithms)]
+    if _POOL is None or _POOL._max_workers < threads:
+        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="evotrace-hash")
+    return list(_POOL.map(tensor_hash, tensors, algorithms))
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -103,12 +117,15 @@ class ModelRepository:
     """A directory of models on a filesystem shared by all ranks; any rank may put models with distinct
     ids concurrently, and any rank may read. Metadata is immutable once published and is cached."""
 
-    def __init__(self, root, hash_algorithm: str = "sha256", fsync: bool = True):
+    def __init__(self, root, hash_algorithm: str = "sha256", fsync: bool = True, hash_threads: int | None = None):
+        """`fsync`: make each published file durable (off only for scratch repositories and benches);
+        `hash_threads`: threads hashing tensors on put and read (default: up to 4 cores)."""
         if hash_algorithm not in HASHES:
             raise ValueError(f"unknown hash {hash_algorithm!r}; choose from {HASHES}")
         self.root = Path(root)
         self.hash_algorithm = hash_algorithm
         self.fsync = fsync
+        self.hash_threads = min(4, os.cpu_count() or 1) if hash_threads is None else int(hash_threads)
         (self.root / "tensors").mkdir(parents=True, exist_ok=True)
         (self.root / "models").mkdir(parents=True, exist_ok=True)
         self._records: dict[int, ModelRecord] = {}
@@ -128,11 +145,11 @@ class ModelRepository:
     def _tmp(self, directory: str) -> Path:
         return self.root / directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
-    def _publish(self, tmp: Path, final: Path) -> None:
+    def _publish(self, tmp: Path, final: Path, sync_dir: bool) -> None:
         if self.fsync:
             _fsync_path(tmp)
         os.replace(tmp, final)
-        if self.fsync:
+        if self.fsync and sync_dir:
             _fsync_path(final.parent, directory=True)
 
     def _stage(self, name: str) -> None:
@@ -168,18 +185,20 @@ class ModelRepository:
         manifest: dict[str, dict] = {}
         own: dict[str, torch.Tensor] = {}
         rewritten = []
+        same = self._same(inherited, state_dict, verify_inherited)
         for name, tensor in state_dict.items():
             entry = inherited.get(name)
-            if entry is not None and self._same(entry, tensor, verify_inherited):
+            if entry is not None and same[name]:
                 manifest[name] = dict(entry)
                 continue
             if entry is not None:
                 rewritten.append(name)
             own[name] = tensor.detach().contiguous()
+        hashes = hash_many(list(own.values()), [self.hash_algorithm] * len(own), self.hash_threads)
 
         rel = self._tensor_rel(model_id) if own else None
         file_bytes = 0
-        for name, tensor in own.items():
+        for (name, tensor), digest in zip(own.items(), hashes):
             manifest[name] = {
                 "tensor_id": f"{model_id}/{name}",
                 "owner": model_id,
@@ -188,14 +207,14 @@ class ModelRepository:
                 "nbytes": tensor.numel() * tensor.element_size(),
                 "dtype": _dtype_name(tensor.dtype),
                 "shape": list(tensor.shape),
-                "hash": tensor_hash(tensor, self.hash_algorithm),
+                "hash": digest,
             }
         if own:
             tmp = self._tmp("tensors")
             try:
                 save_file(own, str(tmp), metadata={"model_id": str(model_id), "format": str(FORMAT)})
                 self._stage("tensors_written")
-                self._publish(tmp, self.root / rel)
+                self._publish(tmp, self.root / rel, sync_dir=True)  # durable before any metadata names it
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -217,7 +236,7 @@ class ModelRepository:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(blob)
-            self._publish(tmp, meta_path)
+            self._publish(tmp, meta_path, sync_dir=False)  # a lost rename only hides the model
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -235,13 +254,19 @@ class ModelRepository:
             seconds=time.perf_counter() - t0,
         )
 
-    def _same(self, entry: dict, tensor: torch.Tensor, verify: bool) -> bool:
-        if entry["dtype"] != _dtype_name(tensor.dtype) or list(entry["shape"]) != list(tensor.shape):
-            return False
-        if not verify:
-            return True
-        algorithm = entry["hash"].split(":", 1)[0]
-        return tensor_hash(tensor, algorithm) == entry["hash"]
+    def _same(self, inherited: Mapping[str, dict], state_dict, verify: bool) -> dict[str, bool]:
+        """Whether each inherited tensor still matches its donor entry (dtype, shape, and hash if `verify`)."""
+        same = {
+            n: e["dtype"] == _dtype_name(state_dict[n].dtype) and list(e["shape"]) == list(state_dict[n].shape)
+            for n, e in inherited.items()
+        }
+        if verify:
+            names = [n for n, ok in same.items() if ok]
+            algorithms = [inherited[n]["hash"].split(":", 1)[0] for n in names]
+            digests = hash_many([state_dict[n] for n in names], algorithms, self.hash_threads)
+            for n, digest in zip(names, digests):
+                same[n] = digest == inherited[n]["hash"]
+        return same
 
     # ---------------------------------------------------------------- metadata
     @staticmethod
@@ -304,24 +329,28 @@ class ModelRepository:
                         tensor = fh.get_tensor(entry["key"])
                     except Exception as err:
                         raise CorruptTensor(entry["owner"], entry["key"], path, f"cannot read: {err}") from err
-                    self._check(entry, tensor, path, verify)
+                    self._check_shape(entry, tensor, path)
                     out[name] = tensor
                     nbytes += entry["nbytes"]
+        if verify:
+            names = list(out)
+            algorithms = [entries[n]["hash"].split(":", 1)[0] for n in names]
+            digests = hash_many([out[n] for n in names], algorithms, self.hash_threads)
+            for name, digest in zip(names, digests):
+                entry = entries[name]
+                if digest != entry["hash"]:
+                    raise CorruptTensor(entry["owner"], entry["key"], self.root / entry["file"], "content hash mismatch")
         self.bytes_read += nbytes
         self.tensors_read += len(out)
         return out
 
     @staticmethod
-    def _check(entry: dict, tensor: torch.Tensor, path, verify: bool) -> None:
+    def _check_shape(entry: dict, tensor: torch.Tensor, path) -> None:
         if _dtype_name(tensor.dtype) != entry["dtype"] or list(tensor.shape) != list(entry["shape"]):
             raise CorruptTensor(
                 entry["owner"], entry["key"], path,
                 f"stored {_dtype_name(tensor.dtype)}{list(tensor.shape)}, manifest {entry['dtype']}{entry['shape']}",
             )
-        if verify:
-            algorithm = entry["hash"].split(":", 1)[0]
-            if tensor_hash(tensor, algorithm) != entry["hash"]:
-                raise CorruptTensor(entry["owner"], entry["key"], path, "content hash mismatch")
 
     def load(self, model_id: int, names: Iterable[str] | None = None, verify: bool = True) -> dict[str, torch.Tensor]:
         """Tensors of a stored model by state_dict name (all when `names` is None), wherever they live."""

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .spaces import make_space
-
 
 def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> dict:
     """`dataset_meta`: input_shape, num_classes and blocks of the prepared dataset."""
+    from .spaces import make_space
+
     r = config["runs"][run]
     search = config["search"]
     options = dict(r.get("space_options", {}))

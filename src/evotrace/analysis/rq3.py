@@ -238,7 +238,7 @@ def _lag_events(c: pd.DataFrame, p: int, s: int) -> pd.DataFrame:
         return np.where(at < len(stage2_jobs), stage2_jobs[np.minimum(at, max(len(stage2_jobs) - 1, 0))], -1)
 
     available = first_job(np.searchsorted(version, seq, side="right"))
-    retired = first_job(np.searchsorted(version, seq + p, side="left"))
+    retired = first_job(np.searchsorted(version, seq + p, side="right"))
 
     parents = _ids(c["parent_id"])
     children = c.assign(parent=parents)[parents >= 0]

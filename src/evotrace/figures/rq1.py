@@ -49,38 +49,36 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     present = set(table["run"].astype(str))
     runs = [r for r in wanted if r in present] or _runs(table)
     fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=runs or None, horizontal_spacing=0.04)
-    inner = table[table["parent_node"] >= 0]
-    top = float(inner["transfers"].max()) if len(inner) else 1.0
+    drawn = table[table["run"].astype(str).isin(runs) & (table["parent_node"] >= 0)]
+    top = float(drawn["transfers"].max()) if len(drawn) else 1.0
     for col, run in enumerate(runs, start=1):
         nodes = table[table["run"].astype(str) == run].copy()
         nodes["y"] = trie_layout(nodes)
-        edges = nodes[nodes["parent_node"] >= 0].merge(
-            nodes[["node", "depth", "y"]], left_on="parent_node", right_on="node", suffixes=("", "_up"))
+        root, inner = nodes[nodes["parent_node"] < 0], nodes[nodes["parent_node"] >= 0]
+        edges = inner.merge(nodes[["node", "depth", "y"]], left_on="parent_node", right_on="node", suffixes=("", "_up"))
         gap = np.full(len(edges), np.nan)
-        edge_x = np.c_[edges["depth_up"], edges["depth"], gap].ravel()
-        edge_y = np.c_[edges["y_up"], edges["y"], gap].ravel()
-        fig.add_trace(go.Scatter(x=edge_x, y=edge_y, mode="lines", line={"color": "#b0b0b0", "width": 1},
-                                 hoverinfo="skip", showlegend=False, name=f"{run} edges"), row=1, col=col)
-        leaves = max(1, int((~nodes["node"].isin(nodes["parent_node"])).sum()))
-        spacing = TRIE_HEIGHT_PX / leaves
+        fig.add_trace(go.Scatter(
+            x=np.c_[edges["depth_up"], edges["depth"], gap].ravel(), y=np.c_[edges["y_up"], edges["y"], gap].ravel(),
+            mode="lines", line={"color": "#b0b0b0", "width": 1}, hoverinfo="skip", showlegend=False,
+            name=f"{run} edges"), row=1, col=col)
+        spacing = TRIE_HEIGHT_PX / max(1, int((~nodes["node"].isin(nodes["parent_node"])).sum()))
         size = float(np.clip(0.8 * spacing, 5, 22))
-        label = [f"{'root' if c < 0 else int(c)} · {100 * f:.1f}%" for c, f in zip(nodes["choice"], nodes["fraction"])]
-        root = nodes["parent_node"] < 0
         fig.add_trace(go.Scatter(
-            x=nodes["depth"][~root], y=nodes["y"][~root], mode="markers+text", text=[l for l, r in zip(label, root) if not r],
-            textposition="middle right", textfont={"size": float(np.clip(0.7 * spacing, 5, 11))},
-            marker={"size": size, "color": nodes["transfers"][~root], "coloraxis": "coloraxis",
+            x=inner["depth"], y=inner["y"], mode="markers+text", textposition="middle right",
+            text=[f"{int(c)} · {100 * f:.1f}%" for c, f in zip(inner["choice"], inner["fraction"])],
+            textfont={"size": float(np.clip(0.7 * spacing, 5, 11))},
+            marker={"size": size, "color": inner["transfers"], "coloraxis": "coloraxis",
                     "line": {"color": "#404040", "width": 0.5}},
-            customdata=np.c_[nodes["prefix"].astype(str), nodes["candidates"], nodes["transfers"]][~root.to_numpy()],
-            hovertemplate="prefix %{customdata[0]}<br>%{customdata[1]} candidates<br>%{customdata[2]} transfers<extra></extra>",
-            showlegend=False, name=run,
-        ), row=1, col=col)
+            customdata=np.c_[inner["prefix"].astype(str), inner["candidates"], inner["transfers"]],
+            hovertemplate="prefix %{customdata[0]}<br>%{customdata[1]} candidates<br>"
+                          "%{customdata[2]} transfers<extra></extra>",
+            showlegend=False, name=run), row=1, col=col)
         fig.add_trace(go.Scatter(
-            x=nodes["depth"][root], y=nodes["y"][root], mode="markers+text", text=["root"] * int(root.sum()),
-            textposition="top center", marker={"size": size, "color": "white", "line": {"color": "#404040", "width": 1}},
-            hoverinfo="skip", showlegend=False, name=f"{run} root",
-        ), row=1, col=col)
-        fig.update_xaxes(title_text="prefix length (depth)", dtick=1, range=[-0.4, nodes["depth"].max() + 0.9], row=1, col=col)
+            x=root["depth"], y=root["y"], mode="markers+text", text=["root"] * len(root), textposition="top center",
+            marker={"size": size, "color": "white", "line": {"color": "#404040", "width": 1}},
+            hoverinfo="skip", showlegend=False, name=f"{run} root"), row=1, col=col)
+        fig.update_xaxes(title_text="prefix length (depth)", dtick=1, range=[-0.4, nodes["depth"].max() + 0.9],
+                         row=1, col=col)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=col)
     fig.update_layout(
         title="Trie of architecture sequences (prefixes below "

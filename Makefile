@@ -1,0 +1,37 @@
+# `make run`: set up and run the embedded default study, then build its report.
+# `make test`: set up and run the test suite (what CI runs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= profiles/local
+CONFIG ?= config/config.yaml
+STUDY = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['study'])")
+
+.PHONY: setup run report test lint clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned first so that no dependency can pull a multi-GB CUDA build in its place
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[workflow,test]'
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "note: static figures (PDF/PNG) need Chromium: sudo apt-get install chromium"; fi; }
+	touch $@
+
+run: setup
+	$(BIN)/snakemake --profile $(PROFILE) --configfile $(CONFIG)
+	$(BIN)/snakemake --profile $(PROFILE) --configfile $(CONFIG) --report results/$(STUDY)/report.html
+
+test: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+clean:
+	rm -rf .snakemake results logs benchmarks resources
