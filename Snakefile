@@ -22,18 +22,8 @@ include: "workflow/rules/rq4.smk"
 include: "workflow/rules/report.smk"
 
 
-# light rules run where Snakemake runs (a Polaris login node, which also has the network for
-# downloads); only data preparation and the MPI searches become batch jobs
-localrules:
-    all,
-    download,
-    study_config,
-    setup_run,
-    consolidate,
-    summary,
-
-
 rule all:
+    default_target: True
     input:
         final_output(),
-    default_target: True
+    localrule: True

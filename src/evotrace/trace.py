@@ -109,6 +109,8 @@ def read_trace(path, expected: pa.Schema) -> pa.Table:
         if not field.nullable and table.column(field.name).null_count:
             raise TraceError(f"{path}: column {field.name} has {table.column(field.name).null_count} null value(s)")
     metadata = table.schema.metadata
+    if table.schema.remove_metadata().equals(expected):
+        return table
     return table.select(expected.names).cast(expected).replace_schema_metadata(metadata)
 
 

@@ -1,10 +1,11 @@
 import importlib
 import json
+import os
 
 from snakemake.utils import validate
 
 from evotrace.config import check
-
+from evotrace.data import DOWNLOADS
 
 validate(config, schema="../schemas/config.schema.yaml")
 check(config)
@@ -16,6 +17,8 @@ BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
 RQS = ["rq1", "rq2", "rq3", "rq4"]
 FIGURE_FORMATS = ["html", "pdf", "png"]
+DOWNLOADED = {"cifar10", "candle-attn"}
+ENV = "../envs/evotrace.yaml"
 
 
 def tables_of(rq):
@@ -29,7 +32,10 @@ def figures_of(rq):
 
 
 def caption_of(rq, figure):
-    return "../report/" + importlib.import_module(f"evotrace.figures.{rq}").CAPTIONS[figure]
+    return (
+        "../report/"
+        + importlib.import_module(f"evotrace.figures.{rq}").CAPTIONS[figure]
+    )
 
 
 def dataset_of(wildcards):
@@ -50,3 +56,36 @@ def final_output():
             ext=FIGURE_FORMATS,
         )
     return out
+
+
+def checksum_of(wildcards):
+    """The published md5, or the sha256 a user pinned in the dataset's config entry."""
+    pinned = [
+        d["sha256"]
+        for d in config["datasets"].values()
+        if d["source"] == wildcards.source and "sha256" in d
+    ]
+    if pinned:
+        return f"--sha256 {pinned[0]}"
+    md5 = DOWNLOADS[wildcards.source]["md5"]
+    return f"--md5 {md5}" if md5 else ""
+
+
+def download_of(wildcards):
+    source = config["datasets"][wildcards.dataset]["source"]
+    if source in DOWNLOADED:
+        return f"resources/downloads/{source}/{DOWNLOADS[source]['file']}"
+    return []
+
+
+def prepare_options(wildcards):
+    ds = config["datasets"][wildcards.dataset]
+    flags = [
+        f"--source {ds['source']}",
+        f"--validation-fraction {ds.get('validation_fraction', 0.2)}",
+        f"--seed {ds.get('seed', 0)}",
+    ]
+    for key in ("input_blocks", "max_train", "max_val"):
+        if key in ds:
+            flags.append(f"--{key.replace('_', '-')} {ds[key]}")
+    return " ".join(flags)

@@ -10,7 +10,10 @@ rule summary:
         ),
     log:
         f"{LOGS}/summary.log",
+    localrule: True
+    conda:
+        ENV
     params:
-        traces=f"{RESULTS}/traces",
+        traces=lambda wc, input: os.path.dirname(input.candidates),
     shell:
         "evotrace summary --traces-dir {params.traces} --out {output} > {log} 2>&1"

@@ -9,9 +9,12 @@ rule rq2_tables:
         f"{LOGS}/rq2_tables.log",
     benchmark:
         f"{BENCH}/rq2_tables.tsv"
+    localrule: True
+    conda:
+        ENV
     params:
-        traces=f"{RESULTS}/traces",
-        out_dir=f"{RESULTS}/tables/rq2",
+        traces=lambda wc, input: os.path.dirname(input.candidates),
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "evotrace analyze --rq rq2 --traces-dir {params.traces} --config-json {input.config}"
         " --out-dir {params.out_dir} > {log} 2>&1"
@@ -23,6 +26,7 @@ for _figure in figures_of("rq2"):
         name:
             f"rq2_{_figure}"
         input:
+            candidates=f"{RESULTS}/traces/candidates.parquet",
             tables=rules.rq2_tables.output,
             config=f"{RESULTS}/config.json",
         output:
@@ -35,10 +39,13 @@ for _figure in figures_of("rq2"):
             png=f"{RESULTS}/figures/rq2/{_figure}.png",
         log:
             f"{LOGS}/figures/rq2_{_figure}.log",
+        localrule: True
+        conda:
+            ENV
         params:
             figure=_figure,
-            tables=f"{RESULTS}/tables/rq2",
-            traces=f"{RESULTS}/traces",
+            traces=lambda wc, input: os.path.dirname(input.candidates),
+            tables=lambda wc, input: os.path.dirname(input.tables[0]),
         shell:
             "evotrace figure --rq rq2 --name {params.figure} --tables-dir {params.tables}"
             " --config-json {input.config} --traces-dir {params.traces}"

@@ -12,16 +12,18 @@ rule search:
         f"{LOGS}/{{run}}/search.log",
     benchmark:
         f"{BENCH}/{{run}}/search.tsv"
-    params:
-        out_dir=lambda wc: f"{RESULTS}/{wc.run}",
-        cache_dir=lambda wc, resources: (
-            f"--cache-dir {resources.cache_dir}" if resources.get("cache_dir") else ""
-        ),
+    conda:
+        ENV
     threads: 1
     resources:
         tasks=lambda wc: search_workers(wc) + 1,
         mpi_slots=1,
         runtime=120,
+    params:
+        out_dir=lambda wc, output: os.path.dirname(output.candidates),
+        cache_dir=lambda wc, resources: (
+            f"--cache-dir {resources.cache_dir}" if resources.get("cache_dir") else ""
+        ),
     shell:
         "{resources.mpi} -n {resources.tasks} evotrace search --spec {input.spec}"
         " --out-dir {params.out_dir} {params.cache_dir} > {log} 2>&1"

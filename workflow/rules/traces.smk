@@ -9,8 +9,11 @@ rule consolidate:
         f"{LOGS}/consolidate.log",
     benchmark:
         f"{BENCH}/consolidate.tsv"
+    localrule: True
+    conda:
+        ENV
     params:
-        out_dir=f"{RESULTS}/traces",
+        out_dir=lambda wc, output: os.path.dirname(output.candidates),
     shell:
         "evotrace consolidate --inputs {input.candidates} --tensor-reads {input.tensor_reads}"
         " --out-dir {params.out_dir} > {log} 2>&1"

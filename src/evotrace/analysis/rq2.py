@@ -11,7 +11,6 @@ import pandas as pd
 from scipy.stats import norm
 
 FIG2_RANKS = (2, 3, 4)  # the most popular tensor is read everywhere, all the time: Fig. 2 leaves it out
-PAIR_BUDGET = 1 << 24  # co-access pairs expanded at once: bounds memory, not the result
 
 
 def tensor_popularity(tensor_reads: pd.DataFrame) -> pd.DataFrame:
@@ -34,29 +33,63 @@ def popular_tensor_reads(candidates, tensor_reads, params) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def _codes(values: pd.Series, categories) -> np.ndarray:
+    """Integer code of each value in categories, -1 where absent."""
+    return pd.Index(categories).get_indexer(values).astype(np.int64)
+
+
+def _sort_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """argsort by (major, minor), through one int64 key when it fits: several times faster than lexsort."""
+    span = int(minor.max()) + 1 if len(minor) else 1
+    if len(major) and int(major.max()) < (1 << 62) // span and minor.min() >= 0:
+        return np.argsort(major * span + minor, kind="stable")
+    return np.lexsort((minor, major))
+
+
 def _reuse_flags(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, k: int) -> pd.DataFrame:
     """One row per (candidate, tensor) read with `reused`: the same worker reads the tensor again within
     its next k candidates. A worker's candidates are ordered by start time; every candidate counts as a
     slot, also those that read nothing (a worker-local cache would have to hold the tensor through them)."""
-    slots = candidates[["run", "worker", "job_id", "start_time"]].sort_values(
-        ["run", "worker", "start_time", "job_id"], kind="stable"
+    runs = pd.unique(candidates["run"])
+    empty = pd.DataFrame({"run": pd.Categorical([], categories=runs), "worker": np.zeros(0, np.int64), "reused": False})
+    if candidates.empty or tensor_reads.empty:
+        return empty
+    c_run = _codes(candidates["run"], runs)
+    c_job = candidates["job_id"].to_numpy(np.int64)
+    c_worker = candidates["worker"].to_numpy(np.int64)
+    by_start = np.lexsort((c_job, candidates["start_time"].to_numpy(float), c_worker, c_run))
+    lane = c_run[by_start] * (c_worker.max() + 1) + c_worker[by_start]
+    first = np.r_[0, np.flatnonzero(lane[1:] != lane[:-1]) + 1]
+    slot = np.empty(len(c_job), np.int64)
+    slot[by_start] = np.arange(len(lane)) - np.repeat(first, np.diff(np.r_[first, len(lane)]))
+
+    stride = int(max(c_job.max(), tensor_reads["job_id"].max())) + 1
+    c_key = c_run * stride + c_job
+    c_order = np.argsort(c_key, kind="stable")
+    c_key, slot = c_key[c_order], slot[c_order]
+    r_run = _codes(tensor_reads["run"], runs)
+    r_key = r_run * stride + tensor_reads["job_id"].to_numpy(np.int64)
+    at = np.minimum(np.searchsorted(c_key, r_key), len(c_key) - 1)
+    known = (r_run >= 0) & (c_key[at] == r_key)
+    if not known.any():
+        return empty
+    r_slot = slot[at][known]
+    r_run, r_worker = r_run[known], tensor_reads["worker"].to_numpy(np.int64)[known]
+    tensor = pd.factorize(tensor_reads["tensor_id"])[0].astype(np.int64)[known]
+
+    lane = (r_run * (int(r_worker.max()) + 1) + r_worker) * (int(tensor.max()) + 1) + tensor
+    order = _sort_order(lane, r_slot)
+    lane, r_slot = lane[order], r_slot[order]
+    keep = np.r_[True, (lane[1:] != lane[:-1]) | (r_slot[1:] != r_slot[:-1])]  # a candidate reading twice
+    lane, r_slot = lane[keep], r_slot[keep]
+    again = np.r_[(lane[1:] == lane[:-1]) & (r_slot[1:] - r_slot[:-1] <= k), False]
+    return pd.DataFrame(
+        {
+            "run": pd.Categorical.from_codes(r_run[order][keep], categories=runs),
+            "worker": r_worker[order][keep],
+            "reused": again,
+        }
     )
-    slots = slots.assign(slot=slots.groupby(["run", "worker"], sort=False).cumcount())
-    reads = tensor_reads[["run", "job_id", "worker", "tensor_id"]].drop_duplicates(["run", "job_id", "tensor_id"])
-    reads = reads.merge(slots[["run", "job_id", "slot"]], on=["run", "job_id"], how="inner")
-    run = pd.factorize(reads["run"])[0]
-    tensor = pd.factorize(reads["tensor_id"])[0]
-    worker = reads["worker"].to_numpy(np.int64)
-    slot = reads["slot"].to_numpy(np.int64)
-    order = np.lexsort((slot, tensor, worker, run))
-    run, tensor, worker, slot = run[order], tensor[order], worker[order], slot[order]
-    same = np.zeros(len(order), bool)
-    same[:-1] = (run[1:] == run[:-1]) & (worker[1:] == worker[:-1]) & (tensor[1:] == tensor[:-1])
-    gap = np.full(len(order), np.iinfo(np.int64).max)
-    gap[:-1] = np.where(same[:-1], slot[1:] - slot[:-1], gap[:-1])
-    out = reads.iloc[order][["run", "worker", "job_id", "tensor_id"]].reset_index(drop=True)
-    out["reused"] = gap <= k
-    return out
 
 
 def worker_reuse(candidates, tensor_reads, params) -> pd.DataFrame:
@@ -64,8 +97,11 @@ def worker_reuse(candidates, tensor_reads, params) -> pd.DataFrame:
     k = analysis.reuse_k candidates, i.e. the hit rate of an ideal worker-local cache holding k candidates."""
     k = int(params["analysis"]["reuse_k"])
     flags = _reuse_flags(candidates, tensor_reads, k)
-    out = flags.groupby(["run", "worker"], sort=True).agg(reads=("reused", "size"), reused=("reused", "sum"))
+    out = flags.groupby(["run", "worker"], sort=True, observed=True).agg(
+        reads=("reused", "size"), reused=("reused", "sum")
+    )
     out = out.reset_index()
+    out["run"] = out["run"].astype(str)
     out["reused"] = out["reused"].astype(np.int64)
     out["reuse_fraction"] = out["reused"] / out["reads"]
     out["k"] = k
@@ -75,46 +111,29 @@ def worker_reuse(candidates, tensor_reads, params) -> pd.DataFrame:
 def _coaccess_counts(tensor_reads: pd.DataFrame, dt: float) -> pd.DataFrame:
     """For every read, the number of other workers that read the same tensor within |t' - t| <= dt.
 
-    Reads are sorted by (tensor, time); a window [lo, hi) holds the reads within dt. The number of
-    distinct workers in it is the number of window reads whose previous read of the same (tensor, worker)
-    lies before lo; the reader's own worker is always one of them. Work grows with the reads that fall
-    within dt of each other, not with the square of the trace."""
+    Each worker's reads of a tensor cover [t - dt, t + dt]; overlapping covers merge into disjoint
+    segments, one worker's segments never overlap, so the workers covering a read's time are the
+    segments of that tensor that started at or before it minus those that ended before it: two sorted
+    searches instead of a comparison of every pair of reads. The reader's own worker always covers it."""
     r = tensor_reads[tensor_reads["start_time"].notna()]
     cols = ["run", "job_id", "worker", "tensor_id", "start_time"]
     if r.empty:
         return pd.DataFrame({c: r[c] for c in cols}).assign(other_workers=np.zeros(0, np.int64))
     group = r.groupby(["run", "tensor_id"], sort=False).ngroup().to_numpy(np.int64)
     t = r["start_time"].to_numpy(float)
+    t = t - t.min()
     worker = pd.factorize(r["worker"])[0].astype(np.int64)
-    order = np.lexsort((t, group))
-    group, t, worker = group[order], t[order], worker[order]
-    stride = np.ceil(t.max() - t.min() + 2 * dt + 1)
-    key = group * stride + (t - t.min())
-    lo = np.searchsorted(key, key - dt, side="left")
-    hi = np.searchsorted(key, key + dt, side="right")
+    stride = np.ceil(t.max() + 2 * dt + 1)
 
-    n = len(key)
-    by_worker = np.lexsort((np.arange(n), worker, group))
-    prev = np.full(n, -1, np.int64)
-    same = (group[by_worker][1:] == group[by_worker][:-1]) & (worker[by_worker][1:] == worker[by_worker][:-1])
-    prev[by_worker[1:][same]] = by_worker[:-1][same]
-
-    lens = hi - lo
-    cum = np.cumsum(lens)
-    cuts = np.unique(np.searchsorted(cum, np.arange(PAIR_BUDGET, cum[-1], PAIR_BUDGET), side="left") + 1)
-    distinct = np.empty(n, np.int64)
-    for a, b in zip(np.r_[0, cuts], np.r_[cuts, n]):
-        if a >= b:
-            continue
-        length = lens[a:b]
-        owner = np.repeat(np.arange(b - a), length)
-        start = np.repeat(np.cumsum(length) - length, length)
-        j = np.arange(length.sum()) - start + np.repeat(lo[a:b], length)
-        first = prev[j] < lo[a:b][owner]
-        distinct[a:b] = np.bincount(owner, weights=first, minlength=b - a).astype(np.int64)
-    out = r.iloc[order][cols].reset_index(drop=True)
-    out["other_workers"] = distinct - 1
-    return out
+    order = np.lexsort((t, worker, group))
+    g, w, ts = group[order], worker[order], t[order]
+    new = np.r_[True, (g[1:] != g[:-1]) | (w[1:] != w[:-1]) | (ts[1:] - ts[:-1] > 2 * dt)]
+    last = np.r_[new[1:], True]
+    starts = np.sort(g[new] * stride + (ts[new] - dt))
+    ends = np.sort(g[last] * stride + (ts[last] + dt))
+    q = group * stride + t
+    covering = np.searchsorted(starts, q, side="right") - np.searchsorted(ends, q, side="left")
+    return pd.DataFrame({c: r[c].to_numpy() for c in cols}).assign(other_workers=covering - 1)
 
 
 def coaccess(candidates, tensor_reads, params) -> pd.DataFrame:
@@ -132,7 +151,8 @@ def locality(candidates, tensor_reads, params) -> pd.DataFrame:
     """One line per run: worker-local reuse and cross-worker co-access summarized side by side."""
     k = int(params["analysis"]["reuse_k"])
     dt = float(params["analysis"]["coaccess_dt"])
-    reuse = _reuse_flags(candidates, tensor_reads, k).groupby("run")["reused"].agg(["size", "mean"])
+    reuse = _reuse_flags(candidates, tensor_reads, k).groupby("run", observed=True)["reused"].agg(["size", "mean"])
+    reuse.index = reuse.index.astype(str)
     reuse.columns = ["reads", "reuse_fraction"]
     co = _coaccess_counts(tensor_reads, dt).groupby("run")["other_workers"]
     co = pd.DataFrame(

@@ -83,10 +83,11 @@ def _window_counts(pre: pd.DataFrame, ends: np.ndarray, p: int) -> pd.DataFrame:
     reps = last - first
     rows = np.repeat(np.arange(len(j)), reps)
     which = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps) + np.repeat(first, reps)
-    exploded = pd.DataFrame({"seen": ends[which], "prefix_id": pre["prefix_id"].to_numpy()[rows]})
-    out = exploded.groupby(["seen", "prefix_id"], sort=True).size().rename("count").reset_index()
-    out["window"] = np.minimum(out["seen"], p)
-    return out
+    ids = pre["prefix_id"].to_numpy(np.int64)
+    width = int(ids.max()) + 1 if len(ids) else 1
+    keys, counts = np.unique(which * width + ids[rows], return_counts=True)
+    seen = ends[keys // width]
+    return pd.DataFrame({"seen": seen, "prefix_id": keys % width, "count": counts, "window": np.minimum(seen, p)})
 
 
 def _windows(candidates, params, ends_of) -> pd.DataFrame:
@@ -131,13 +132,11 @@ def tiers(candidates, tensor_reads, params) -> pd.DataFrame:
     out = w.groupby(["run", "seen", "window", "tier"], sort=False).agg(
         prefixes=("count", "size"), candidates=("count", "sum")
     )
-    full = pd.MultiIndex.from_frame(w[["run", "seen", "window"]].drop_duplicates())
-    idx = pd.MultiIndex.from_tuples(
-        [(*key, t) for key in full for t in (1, 2, 3)], names=["run", "seen", "window", "tier"]
-    )
-    out = out.reindex(idx, fill_value=0).reset_index()
+    out = out.unstack("tier", fill_value=0).reindex(columns=pd.MultiIndex.from_product(
+        [["prefixes", "candidates"], [1, 2, 3]], names=[None, "tier"]), fill_value=0)
+    out = out.stack("tier", future_stack=True).reset_index()
     out["share"] = out["candidates"] / out["window"]
-    return out
+    return out[["run", "seen", "window", "tier", "prefixes", "candidates", "share"]]
 
 
 def _role_probability(c: pd.DataFrame, column: str, p: int, k_max: int) -> pd.DataFrame:
