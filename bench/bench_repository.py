@@ -72,30 +72,30 @@ def main():
     ap.add_argument("--mb", type=float, default=4.0)
     ap.add_argument("--tensors", type=int, default=8)
     ap.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--hash-threads", type=int, default=None, help="default: the repository's (up to 4 cores)")
     ap.add_argument("--fsync", choices=["both", "on", "off"], default="both")
     args = ap.parse_args()
     states = models(args.models, args.mb, args.tensors)
     total = sum(t.numel() * 4 for sd in states for t in sd.values()) / 2**20
     base = Path(tempfile.mkdtemp(dir=args.dir, prefix="bench-repo-"))
+    print("best of", args.repeat, "interleaved repeats;", "hash threads:", args.hash_threads or "default")
     print(f"{args.models} models x {args.mb} MB ({args.tensors} tensors each) = {total:.0f} MB, in {base}")
     try:
         variants = [("raw", None, True), ("repo sha256", "sha256", True), ("repo crc32", "crc32", True),
                     ("repo blake2b", "blake2b", True), ("repo noverify", "crc32", False)]
         for fsync in {"both": (True, False), "on": (True,), "off": (False,)}[args.fsync]:
             results = {}
-            for label, fn, verify in variants:
-                best = None
-                for rep in range(args.repeat):
+            for rep in range(args.repeat):  # variants interleaved, so page-cache writeback hits all alike
+                for label, fn, verify in variants:
                     root = base / f"{label.replace(' ', '-')}-{fsync}-{rep}"
                     if fn is None:
                         w, r = raw(root, states, fsync)
                     else:
                         w, r = repo(root, states, fsync, fn, args.hash_threads, verify)
                     shutil.rmtree(root)
-                    best = (w, r) if best is None or w + r < sum(best) else best
-                results[label] = best
+                    best = results.get(label)
+                    results[label] = (w, r) if best is None or w + r < sum(best) else best
             rw, rr = results["raw"]
             for label, (w, r) in results.items():
                 print(

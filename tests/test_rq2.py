@@ -11,9 +11,17 @@ from scipy.integrate import quad
 from scipy.stats import norm
 
 from evotrace.analysis import rq2
+from evotrace.analysis.command import read_tables, write_table
 from evotrace.figures import rq2 as fig2
 
 REPORT = Path(__file__).resolve().parents[1] / "workflow" / "report"
+
+
+def via_csv(tables, tmp_path):
+    """Tables reach the figures as CSV files: draw from what survives the round trip."""
+    for name, df in tables.items():
+        write_table(df, tmp_path / f"{name}.csv")
+    return read_tables(tmp_path)
 
 ANALYSIS = {"reuse_k": 1, "coaccess_dt": 5.0, "quanta": {"s": [1, 2, 4], "w": [2, 4]}}
 PARAMS = {"analysis": ANALYSIS, "runs": {"a": {"population": 4, "sample": 2}, "b": {"population": 4, "sample": 2}}}
@@ -166,16 +174,20 @@ def test_quanta_table_scales_by_training_sd_and_skips_s_above_w():
     assert a["train_sd"].iloc[0] == pytest.approx(1.0)
     assert out.loc[out["run"] == "b", "train_sd"].iloc[0] == pytest.approx(2.0)
     row = out[(out["run"] == "b") & (out["s"] == 1) & (out["w"] == 4)].iloc[0]
-    assert row["delay_sd"] == pytest.approx(norm.ppf((4 - np.pi / 8) / (4 - np.pi / 4 + 1)) - norm.ppf((1 - np.pi / 8) / (4 - np.pi / 4 + 1)))
+    blom = [norm.ppf((r - np.pi / 8) / (4 - np.pi / 4 + 1)) for r in (1, 4)]
+    assert row["delay_sd"] == pytest.approx(blom[1] - blom[0])
     assert row["delay_seconds"] == pytest.approx(2.0 * row["delay_sd"])
+    assert row["wait_sd"] == 0.0  # s = 1: the first completion
+    other = out[(out["run"] == "b") & (out["s"] == 2) & (out["w"] == 4)].iloc[0]
+    assert other["wait_seconds"] == pytest.approx(2.0 * (rq2.blom(2, 4) - rq2.blom(1, 4)))
 
 
 @pytest.fixture
-def tables(popularity_trace, reuse_trace, coaccess_trace):
+def tables(popularity_trace, reuse_trace, coaccess_trace, tmp_path):
     cands, r = reuse_trace
     out = {name: fn(cands, pd.concat([r, coaccess_trace, popularity_trace]), PARAMS) for name, fn in rq2.TABLES.items()}
     out["popular_tensor_reads"] = rq2.popular_tensor_reads(None, popularity_trace, PARAMS)
-    return out
+    return via_csv(out, tmp_path)
 
 
 def test_figures_draw_the_tables(tables):

@@ -212,6 +212,8 @@ def test_cache_serves_the_second_transfer(tmp_path):
     assert first.cache_hits == 0 and first.bytes_read > 0
     assert second.cache_hits == len(second.transferred) and second.bytes_read == 0
     assert all(r.cache_hit for r in second.reads)
+    assert second.summary()["cache_hits"] == len(second.transferred) and second.summary()["bytes_read"] == 0
+    assert [row["tensor_id"] for row in second.read_rows()] == second.tensor_ids
     reference = repo.load(0, second.transferred)
     assert all(torch.equal(second_model.state_dict()[n], reference[n]) for n in second.transferred)
 

@@ -125,7 +125,7 @@ def _write(table: pa.Table, schema: pa.Schema, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            writer.write_table(table.cast(schema), row_group_size=ROW_GROUP_ROWS)
+            writer.write_table(table if table.schema.equals(schema) else table.cast(schema), row_group_size=ROW_GROUP_ROWS)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

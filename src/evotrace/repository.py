@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import time
 import uuid
 import zlib
@@ -32,7 +33,6 @@ from typing import Iterable, Mapping
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 FORMAT = 1
 HASHES = ("sha256", "crc32", "blake2b")
@@ -70,14 +70,64 @@ def tensor_hash(tensor: torch.Tensor, algorithm: str = "sha256") -> str:
 _POOL: ThreadPoolExecutor | None = None
 
 
-def hash_many(tensors: list[torch.Tensor], algorithms: list[str], threads: int) -> list[str]:
-    """Hash several tensors at once: hashlib releases the GIL, so threads overlap on multi-core nodes."""
+def _pool(threads: int) -> ThreadPoolExecutor:
     global _POOL
-    if threads <= 1 or len(tensors) < 2:
-        return [tensor_hash(t, a) for t, a in zip(tensors, algorithms)]
     if _POOL is None or _POOL._max_workers < threads:
         _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="evotrace-hash")
-    return list(_POOL.map(tensor_hash, tensors, algorithms))
+    return _POOL
+
+
+def hash_many(tensors: list[torch.Tensor], algorithms: list[str], threads: int) -> list[str]:
+    """Hash several tensors at once: hashlib releases the GIL, so threads overlap on multi-core nodes."""
+    if threads <= 1 or len(tensors) < 2:
+        return [tensor_hash(t, a) for t, a in zip(tensors, algorithms)]
+    return list(_pool(threads).map(tensor_hash, tensors, algorithms))
+
+
+_ST_DTYPES = {
+    getattr(torch, name): code
+    for name, code in [
+        ("float64", "F64"), ("float32", "F32"), ("float16", "F16"), ("bfloat16", "BF16"), ("int64", "I64"),
+        ("int32", "I32"), ("int16", "I16"), ("int8", "I8"), ("uint8", "U8"), ("bool", "BOOL"),
+        ("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"), ("complex64", "C64"),
+        ("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"),
+    ]
+    if hasattr(torch, name)
+}
+
+
+def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                      algorithm: str, threads: int, fsync: bool, progress=None) -> dict[str, str]:
+    """Write a standard safetensors file (readable by safe_open) while the tensors are hashed on other
+    threads: the bytes go straight from each tensor's memory to the file, as a raw write would, and
+    hashing overlaps with the write. Returns name -> hash."""
+    order = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))  # keeps offsets aligned
+    header: dict = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        if t.dtype not in _ST_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {t.dtype} has no safetensors code")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    if threads >= 1:
+        futures = {n: _pool(threads).submit(tensor_hash, tensors[n], algorithm) for n in order}
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
+        for i, name in enumerate(order):
+            fh.write(_bytes_view(tensors[name]))
+            if progress is not None:
+                progress(i + 1, len(order))
+        fh.flush()
+        if fsync:
+            os.fsync(fh.fileno())
+    if threads >= 1:
+        return {n: f.result() for n, f in futures.items()}
+    return {n: tensor_hash(tensors[n], algorithm) for n in order}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -119,7 +169,8 @@ class ModelRepository:
 
     def __init__(self, root, hash_algorithm: str = "sha256", fsync: bool = True, hash_threads: int | None = None):
         """`fsync`: make each published file durable (off only for scratch repositories and benches);
-        `hash_threads`: threads hashing tensors on put and read (default: up to 4 cores)."""
+        `hash_threads`: threads hashing tensors, overlapping the file write on put (default: up to 4
+        cores; 0 hashes inline)."""
         if hash_algorithm not in HASHES:
             raise ValueError(f"unknown hash {hash_algorithm!r}; choose from {HASHES}")
         self.root = Path(root)
@@ -146,11 +197,14 @@ class ModelRepository:
         return self.root / directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
     def _publish(self, tmp: Path, final: Path, sync_dir: bool) -> None:
-        if self.fsync:
-            _fsync_path(tmp)
+        """Rename a written (and, with fsync, already synced) temporary file into place."""
         os.replace(tmp, final)
         if self.fsync and sync_dir:
             _fsync_path(final.parent, directory=True)
+
+    def _half_written(self, done: int, total: int) -> None:
+        if done == total // 2:
+            self._stage("half_written")
 
     def _stage(self, name: str) -> None:
         if self._crash_hook is not None:
@@ -194,11 +248,26 @@ class ModelRepository:
             if entry is not None:
                 rewritten.append(name)
             own[name] = tensor.detach().contiguous()
-        hashes = hash_many(list(own.values()), [self.hash_algorithm] * len(own), self.hash_threads)
 
         rel = self._tensor_rel(model_id) if own else None
         file_bytes = 0
-        for (name, tensor), digest in zip(own.items(), hashes):
+        hashes: dict[str, str] = {}
+        if own:
+            tmp = self._tmp("tensors")
+            try:
+                hashes = write_safetensors(
+                    tmp, own, {"model_id": str(model_id), "format": str(FORMAT)},
+                    self.hash_algorithm, self.hash_threads, self.fsync,
+                    progress=None if self._crash_hook is None else self._half_written,
+                )
+                self._stage("tensors_written")
+                self._publish(tmp, self.root / rel, sync_dir=True)  # durable before any metadata names it
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            file_bytes = (self.root / rel).stat().st_size
+        self._stage("tensors_published")
+        for name, tensor in own.items():
             manifest[name] = {
                 "tensor_id": f"{model_id}/{name}",
                 "owner": model_id,
@@ -207,19 +276,8 @@ class ModelRepository:
                 "nbytes": tensor.numel() * tensor.element_size(),
                 "dtype": _dtype_name(tensor.dtype),
                 "shape": list(tensor.shape),
-                "hash": digest,
+                "hash": hashes[name],
             }
-        if own:
-            tmp = self._tmp("tensors")
-            try:
-                save_file(own, str(tmp), metadata={"model_id": str(model_id), "format": str(FORMAT)})
-                self._stage("tensors_written")
-                self._publish(tmp, self.root / rel, sync_dir=True)  # durable before any metadata names it
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            file_bytes = (self.root / rel).stat().st_size
-        self._stage("tensors_published")
 
         meta = {
             "format": FORMAT,
@@ -236,6 +294,9 @@ class ModelRepository:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(blob)
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
             self._publish(tmp, meta_path, sync_dir=False)  # a lost rename only hides the model
         except BaseException:
             tmp.unlink(missing_ok=True)

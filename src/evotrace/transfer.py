@@ -192,6 +192,25 @@ class TransferResult:
     def tensor_ids(self) -> list[str]:
         return [r.tensor_id for r in self.reads]
 
+    def summary(self) -> dict:
+        """The transfer columns of a candidates row (evotrace.trace.CANDIDATES)."""
+        return {
+            "donor_id": self.donor_id,
+            "prefix_len": self.lcp,
+            "n_transferred_tensors": len(self.transferred),
+            "bytes_read": self.bytes_read,
+            "transfer_seconds": self.seconds,
+            "cache_hits": self.cache_hits,
+        }
+
+    def read_rows(self) -> list[dict]:
+        """The per-tensor columns of tensor_reads rows; the caller adds run, job_id, worker, start_time."""
+        return [
+            {"tensor_id": r.tensor_id, "owner_id": r.owner_id, "position": r.position, "nbytes": r.nbytes,
+             "cache_hit": r.cache_hit}
+            for r in self.reads
+        ]
+
 
 def transferable(
     positions: Mapping[str, frozenset],

@@ -234,7 +234,9 @@ def _lag_events(c: pd.DataFrame, p: int, s: int) -> pd.DataFrame:
     stage2_jobs = stage2["job_id"].to_numpy(np.int64)
 
     def first_job(at):
-        return np.where(at < len(stage2_jobs), stage2_jobs[np.minimum(at, max(len(stage2_jobs) - 1, 0))], -1)
+        if not len(stage2_jobs):
+            return np.full(len(at), -1, np.int64)
+        return np.where(at < len(stage2_jobs), stage2_jobs[np.minimum(at, len(stage2_jobs) - 1)], -1)
 
     available = first_job(np.searchsorted(version, seq, side="right"))
     retired = first_job(np.searchsorted(version, seq + p, side="right"))
@@ -303,7 +305,8 @@ def improvement_lag_summary(candidates, tensor_reads, params) -> pd.DataFrame:
     )
     out = counts.join(lag, how="left").reset_index()
     out["picked"] = out["picked"].fillna(0).astype(np.int64)
-    return out[["run", "events", "picked", "superseded", "censored", "mean_lag", "median_lag", "expected_lag", "mean_lag_seconds"]]
+    cols = ["events", "picked", "superseded", "censored", "mean_lag", "median_lag", "expected_lag", "mean_lag_seconds"]
+    return out[["run", *cols]]
 
 
 TABLES = {

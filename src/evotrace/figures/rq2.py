@@ -77,8 +77,10 @@ def coaccess(tables, params) -> go.Figure:
     fig = go.Figure()
     for i, run in enumerate(_runs(t, params)):
         sub = t[t["run"] == run]
-        fig.add_trace(go.Bar(x=sub["other_workers"], y=sub["fraction"], name=run, marker_color=COLORS[i % len(COLORS)],
-                             customdata=sub["reads"], hovertemplate="%{x} other workers: %{customdata} reads<extra>" + run + "</extra>"))
+        fig.add_trace(go.Bar(
+            x=sub["other_workers"], y=sub["fraction"], name=run, marker_color=COLORS[i % len(COLORS)],
+            customdata=sub["reads"], hovertemplate="%{x} other workers: %{customdata} reads<extra>" + run + "</extra>",
+        ))
     dt = float(t["dt"].iloc[0]) if len(t) else params["analysis"]["coaccess_dt"]
     fig.update_layout(
         title=f"Cross-worker co-access: other workers reading the same tensor within {dt:g} s",
@@ -99,10 +101,11 @@ def quanta(tables, params) -> go.Figure:
                 go.Scatter(x=line["w"], y=line["delay_seconds"], mode="lines+markers", name=f"s = {s}",
                            legendgroup=f"s{s}", showlegend=col == 1, line_color=COLORS[i % len(COLORS)],
                            customdata=line[["delay_sd", "train_sd"]],
-                           hovertemplate="w=%{x}: %{y:.2f} s (%{customdata[0]:.2f} sd of %{customdata[1]:.2f} s)<extra></extra>"),
+                           hovertemplate="w=%{x}: %{y:.2f} s (%{customdata[0]:.2f} sd of %{customdata[1]:.2f} s)"
+                           "<extra></extra>"),
                 row=1, col=col,
             )
-        fig.update_xaxes(title_text="workers w", type="log", row=1, col=col)
+        fig.update_xaxes(title_text="workers w", type="log", tickvals=sorted(sub["w"].unique()), row=1, col=col)
     fig.update_yaxes(title_text="delay bound E(w,w) - E(s,w), seconds", row=1, col=1)
     fig.update_layout(title="Scheduling quanta: upper bound on the delay of waiting for s of w workers")
     return fig

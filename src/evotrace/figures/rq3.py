@@ -117,7 +117,8 @@ def tiers(tables, params) -> go.Figure:
     """Share of each window's candidates carried by tier-1, tier-2 and tier-3 prefixes; rows = runs."""
     t = tables["tiers"]
     runs = _runs(t, params) or ["(no candidates)"]
-    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, shared_xaxes=True, vertical_spacing=_spacing(len(runs), 0.06))
+    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, shared_xaxes=True,
+                        vertical_spacing=_spacing(len(runs), 0.06))
     for row, run in enumerate(runs, start=1):
         sub = t[t["run"] == run]
         for tier, line in sub.groupby("tier", sort=True):

@@ -1,0 +1,82 @@
+"""The Snakemake workflow: dry-runs with both profiles, and one small real end-to-end study."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(*args, cwd=REPO, env=None, timeout=600):
+    environment = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
+    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    return tmp_path
+
+
+def workflow_args(workdir, profile, configfile="config/config.yaml"):
+    return ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(REPO / "profiles" / profile),
+            "--configfile", str(workdir / configfile)]
+
+
+@pytest.mark.parametrize("profile", ["local", "polaris"])
+def test_dry_run_plans_the_whole_study(workdir, profile):
+    proc = snakemake(*workflow_args(workdir, profile), "-n", env={"EVOTRACE_ACCOUNT": "TestProject"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs = planned_jobs(proc.stdout)
+    runs = 5  # config/config.yaml
+    assert jobs["search"] == runs and jobs["setup_run"] == runs and jobs["prepare_dataset"] == 2
+    assert jobs["consolidate"] == 1 and jobs["summary"] == 1
+    for rq in ("rq1", "rq2", "rq3", "rq4"):
+        assert jobs[f"{rq}_tables"] == 1
+        assert sum(n for name, n in jobs.items() if name.startswith(f"{rq}_") and name != f"{rq}_tables") >= 3
+    assert "mpiexec" in proc.stdout and "-n 9" in proc.stdout  # 8 workers + the master
+
+
+def test_invalid_config_stops_before_any_job(workdir):
+    text = (workdir / "config/config.yaml").read_text().replace("population: 100", "population: many")
+    (workdir / "config/config.yaml").write_text(text)
+    proc = snakemake(*workflow_args(workdir, "local"), "-n")
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert "population" in message and "many" in message and "is not of type" in message
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_small_study_end_to_end(workdir):
+    """config/ci.yaml: two real searches with transfer, every table, figure and the report."""
+    proc = snakemake(*workflow_args(workdir, "local", "config/ci.yaml"), "--cores", "2", timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = workdir / "results" / "ci"
+    trace = pd.read_parquet(results / "traces" / "candidates.parquet")
+    assert sorted(trace["run"].unique()) == ["attn", "nb201"]
+    assert (trace.groupby("run").size() == 60).all()
+    assert trace["donor_id"].notna().sum() > 0 and trace["stored"].sum() > 0
+    reads = pd.read_parquet(results / "traces" / "tensor_reads.parquet")
+    assert len(reads) > 0
+    for rq in ("rq1", "rq2", "rq3", "rq4"):
+        figures = list((results / "figures" / rq).glob("*.png"))
+        assert figures and all(f.stat().st_size > 10_000 for f in figures)
+        assert all(f.with_suffix(".pdf").exists() and f.with_suffix(".html").exists() for f in figures)
+    summary = pd.read_csv(results / "tables" / "summary.csv")
+    assert set(summary["run"]) == {"attn", "nb201"}
+    report = snakemake(*workflow_args(workdir, "local", "config/ci.yaml"), "--report", str(results / "report.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (results / "report.html").stat().st_size > 100_000
