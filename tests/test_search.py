@@ -195,3 +195,38 @@ def test_resume_after_sigkill_of_the_master(tmp_path, tabular):
         assert by_id.at[job_id, "quality"] == pytest.approx(record["quality"], nan_ok=True)
         assert by_id.at[job_id, "insert_seq"] == pytest.approx(record["insert_seq"], nan_ok=True)
     assert algorithm1_violations(trace, 10, 3, 60) == []
+
+
+def _lcp(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@pytest.mark.mpi
+def test_transfer_search_picks_longest_prefix_donors(tmp_path, tabular):
+    spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2, transfer=True)
+    trace, _ = run_search(spec, 2)
+    assert algorithm1_violations(trace, 10, 3, 40) == []
+    reads = pd.read_parquet(spec.parent / "tensor_reads.parquet")
+    stored = trace[trace["stored"]]
+    assert len(stored) == (trace["status"] == "ok").sum()
+    with_donor = trace[trace["donor_id"].notna()]
+    assert len(with_donor) >= 30
+    for row in trace.itertuples():
+        before = stored[stored["insert_seq"] < row.population_version]
+        if before.empty:
+            assert pd.isna(row.donor_id)
+            continue
+        lcps = before["arch_seq"].map(lambda s: _lcp(s, row.arch_seq))
+        best = before[lcps == lcps.max()]
+        assert row.prefix_len == lcps.max(), row.job_id
+        assert int(row.donor_id) in set(best[best["quality"] == best["quality"].max()]["job_id"]), row.job_id
+    assert (with_donor["n_transferred_tensors"] > 0).any() and (with_donor["bytes_read"] > 0).any()
+    assert set(reads["job_id"]) <= set(with_donor["job_id"])
+    assert (reads.groupby("job_id").size() == with_donor.set_index("job_id")["n_transferred_tensors"].reindex(
+        reads["job_id"].unique())).all()
+    assert set(reads["owner_id"]) <= set(stored["job_id"])

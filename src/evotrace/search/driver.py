@@ -162,7 +162,6 @@ class Master:
         self.pending: list[dict] = []
         self.retry: deque[dict] = deque()
         self.index = None
-        self.recent_donors: deque[int | None] = deque(maxlen=spec["transfer"]["cache"].get("window") or self.p)
         self.best = -np.inf
         self.resumed_from = 0
         self._resume_or_start()
@@ -173,10 +172,15 @@ class Master:
         if not records:
             for stale in ("repository",):
                 shutil.rmtree(self.out_dir / stale, ignore_errors=True)
+        self.popularity = None
         if self.transfer:
+            from ..cache import PopularityWindow
             from ..transfer import PrefixIndex
 
             self.index = PrefixIndex()
+            cache = self.spec["transfer"]["cache"]
+            if cache.get("policy") == "popularity":
+                self.popularity = PopularityWindow(cache.get("window") or self.p, cache.get("min_donations", 5))
         for r in records:
             (self.book.created if r["e"] == "c" else self.book.done)[r["job_id"]] = r
         for job_id, d in self.book.done.items():
@@ -191,11 +195,11 @@ class Master:
         self.core.restore(created, inserted)
         for j in sorted(self.book.created):
             c = self.book.created[j]
-            self.recent_donors.append(c.get("donor_id"))
             if j not in self.book.done:
                 self.retry.append(c)
         for j in sorted(self.book.done):
             d = self.book.done[j]
+            self._observe_reads(j)
             if d["quality"] is not None:
                 self.best = max(self.best, d["quality"])
             if self.index is not None and d.get("stored"):
@@ -218,7 +222,6 @@ class Master:
             found = self.index.best(cand.arch_seq)
             if found is not None:
                 record["donor_id"], record["prefix_len"] = int(found[0]), int(found[1])
-        self.recent_donors.append(record["donor_id"])
         self.book.created[cand.job_id] = record
         self.pending.append(record)
         return record
@@ -227,8 +230,8 @@ class Master:
         config = {f"x{i}": v for i, v in enumerate(record["arch_seq"])}
         config.update(job_id=record["job_id"], arch_seq=record["arch_seq"], donor_id=record["donor_id"],
                       prefix_len=record["prefix_len"])
-        if record["donor_id"] is not None:
-            config["donor_donations"] = sum(d == record["donor_id"] for d in self.recent_donors)
+        if record["donor_id"] is not None and self.popularity is not None:
+            config["tensor_popularity"] = self.popularity.snapshot()
         if self.transfer and self.spec["transfer"]["skip_store"].get("enabled"):
             config["population_qualities"] = self.core.qualities()
         record["submit_time"] = self.clock()
@@ -254,12 +257,18 @@ class Master:
                   "cache_hits": meta.get("cache_hits", 0), "tensor_reads": meta.get("tensor_reads", [])}
         self.book.done[job_id] = record
         self.book.reads[job_id] = record["tensor_reads"]
+        self._observe_reads(job_id)
         self.pending.append(record)
         if ok:
             self.best = max(self.best, quality)
             if self.index is not None and record["stored"]:
                 self.index.add(job_id, created["arch_seq"], quality)
         self._progress()
+
+    def _observe_reads(self, job_id: int) -> None:
+        """The popularity cache policy counts each tensor's donations over the last W candidates."""
+        if self.popularity is not None:
+            self.popularity.observe(r["tensor_id"] for r in self.book.reads.get(job_id, []))
 
     def flush(self) -> None:
         self.journal.append(self.pending)

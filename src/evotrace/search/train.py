@@ -30,14 +30,6 @@ def pick_device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _frozen_batchnorms(model: nn.Module) -> list[nn.Module]:
-    return [
-        m for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())
-    ]
-
-
 def _epochs(model, x, y, epochs, cfg, generator) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or epochs == 0:
@@ -52,13 +44,10 @@ def _epochs(model, x, y, epochs, cfg, generator) -> float:
     steps_per_epoch = math.ceil(len(x) / cfg.get("batch_size", 128))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    frozen_bn = _frozen_batchnorms(model)
     batch = cfg.get("batch_size", 128)
     loss = torch.tensor(float("nan"))
     for _ in range(epochs):
-        model.train()
-        for m in frozen_bn:
-            m.eval()  # a transferred, frozen BatchNorm keeps the donor's running statistics
+        model.train()  # frozen, transferred BatchNorms stay in eval mode (transfer.freeze_bn)
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), batch):
             idx = order[start:start + batch]
@@ -92,21 +81,17 @@ def score(model, x, y, quality: str, batch: int = 1024) -> float:
     raise ValueError(f"unknown quality {quality!r}")
 
 
-def train_candidate(model, data, epochs: int, cfg: dict, device, seed: int, fine_tune_epochs: int = 0) -> TrainResult:
-    """Train the non-frozen tensors for `epochs`, then optionally everything for `fine_tune_epochs`,
-    and score on the validation split. `data` holds x_train, y_train, x_val, y_val tensors on `device`."""
+def train_candidate(model, data, epochs: int, cfg: dict, device, seed: int) -> TrainResult:
+    """Train the tensors that require gradients for `epochs` and score on the validation split.
+    `data` holds x_train, y_train, x_val, y_val tensors on `device`."""
     generator = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     model.to(device)
     loss = _epochs(model, data["x_train"], data["y_train"], epochs, cfg, generator)
-    if fine_tune_epochs:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        loss = _epochs(model, data["x_train"], data["y_train"], fine_tune_epochs, cfg, generator)
     quality = score(model, data["x_val"], data["y_val"], cfg.get("quality", "val_accuracy"))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return TrainResult(quality, time.perf_counter() - t0, epochs + fine_tune_epochs, loss)
+    return TrainResult(quality, time.perf_counter() - t0, epochs, loss)
 
 
 def seed_for(seed: int, job_id: int) -> int:

@@ -57,7 +57,7 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
         directory = os.path.join(cache_dir or os.environ.get("TMPDIR", "/tmp"), f"evotrace-cache-{spec['study']}-{spec['run']}-r{state['rank']}")
         state["cache"] = TensorCache(
             directory, int(cache_cfg.get("capacity_mb", 64) * 2**20), cache_cfg.get("policy", "popularity"),
-            min_donations=cache_cfg.get("min_donations", 5), window=cache_cfg.get("window", spec["search"]["population"]),
+            k=cache_cfg.get("min_donations", 5), window=cache_cfg.get("window") or spec["search"]["population"],
         )
     _STATE.clear()
     _STATE.update(state)
@@ -127,58 +127,74 @@ def _run(state: dict, params: dict, meta: dict) -> float:
     torch.manual_seed(seed)
     space = state["space"]
     model = space.build(seq)
-    inherited = {}
+    transferred = None
     if spec["transfer"]["enabled"] and params.get("donor_id") is not None:
-        inherited = _transfer(state, model, seq, params, meta)
+        transferred = _transfer(state, model, seq, params, meta)
     if injected == "nan":
         with torch.no_grad():
             next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
-    result = train_candidate(
-        model, state["data"], spec["epochs"], spec["training"], state["device"], seed,
-        fine_tune_epochs=spec["transfer"]["fine_tune_epochs"] if inherited else 0,
-    )
-    meta.update(epochs=result.epochs, train_seconds=result.train_seconds)
+    result = train_candidate(model, state["data"], spec["epochs"], spec["training"], state["device"], seed)
+    epochs, seconds = result.epochs, result.train_seconds
+    inherited = transferred.inherited if transferred is not None else {}
+    fine_tune = spec["transfer"]["fine_tune_epochs"]
+    if transferred is not None and fine_tune:
+        for hook in transferred.bn_hooks:
+            hook.remove()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        result = train_candidate(model, state["data"], fine_tune, spec["training"], state["device"], seed + 1)
+        epochs, seconds, inherited = epochs + result.epochs, seconds + result.train_seconds, {}
+    meta.update(epochs=epochs, train_seconds=seconds)
     if spec["transfer"]["enabled"]:
         _store(state, model, seq, result.quality, params, inherited, meta)
     return result.quality
 
 
-def _transfer(state, model, seq, params, meta) -> dict:
-    """Copy and freeze the donor's prefix tensors; a corrupted donor tensor means training from scratch."""
+def _transfer(state, model, seq, params, meta):
+    """Copy and freeze the donor's prefix tensors; a corrupted donor tensor means training from scratch
+    (returns None)."""
     from .. import transfer
     from ..repository import CorruptTensor
 
-    repo = state["repository"]
+    repo, cache = state["repository"], state.get("cache")
+    if cache is not None and params.get("tensor_popularity") is not None:
+        cache.set_popularity(params["tensor_popularity"])
     t0 = time.perf_counter()
     try:
-        manifest = repo.get_manifest(params["donor_id"])
         result = transfer.apply(
-            model, state["space"], seq, manifest, params["prefix_len"], repo, cache=state.get("cache"),
-            fine_tune=state["spec"]["transfer"]["fine_tune_epochs"] > 0,
+            model, state["space"], seq, repo.get_manifest(params["donor_id"]), params["prefix_len"], repo,
+            cache=cache, positions=state["space"].tensor_positions(seq, model), donor_id=params["donor_id"],
         )
     except (CorruptTensor, FileNotFoundError, KeyError) as err:
         meta["error"] = f"transfer skipped, trained from scratch: {type(err).__name__}: {err}"
         meta["transfer_seconds"] = time.perf_counter() - t0
-        return {}
-    now = time.time() - meta["start_epoch"]
-    meta["tensor_reads"] = [dict(r, offset=now) for r in result.reads]
-    meta.update(
-        n_transferred_tensors=len(result.transferred), bytes_read=result.bytes_read,
-        cache_hits=result.cache_hits, transfer_seconds=time.perf_counter() - t0,
-    )
-    return result.inherited
+        return None
+    meta["tensor_reads"] = result.read_rows()
+    meta.update({k: v for k, v in result.summary().items() if k not in ("donor_id", "prefix_len")})
+    return result
 
 
 def _store(state, model, seq, quality, params, inherited, meta) -> None:
-    from ..transfer import should_store
+    """Store the trained model unless the skip-store rule (Section V-C) says it will never be a donor.
+    The worker ranks the candidate against the population the master sent with the job: its rank at
+    insertion is only known later, on the master."""
+    from ..repository import ModelExists
+    from ..transfer import rank_from_bottom, should_store
 
-    skip = state["spec"]["transfer"]["skip_store"]
-    if skip.get("enabled"):
-        snapshot = params.get("population_qualities") or []
-        size = min(len(snapshot) + 1, state["spec"]["search"]["population"])
-        lam = 1 + sum(q < quality for q in snapshot[-(size - 1):] if size > 1) if snapshot else 1
+    spec = state["spec"]
+    skip = spec["transfer"]["skip_store"]
+    if skip.get("enabled") and params.get("population_qualities"):
+        population = params["population_qualities"][-(spec["search"]["population"] - 1):]
+        lam = rank_from_bottom(quality, population)
         meta["store_rank"] = lam
-        if snapshot and not should_store(size, lam, state["spec"]["search"]["sample"], skip["threshold"]):
+        if not should_store(len(population) + 1, lam, spec["search"]["sample"], skip["threshold"]):
             return
-    written = state["repository"].put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
-    meta.update(stored=True, bytes_written=int(written))
+    repo = state["repository"]
+    try:
+        put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
+    except ModelExists:
+        # a re-submitted candidate of a resumed search: the earlier attempt's model was never
+        # announced to the master, so no other model refers to it
+        repo.delete(params["job_id"])
+        put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
+    meta.update(stored=True, bytes_written=int(put.bytes_written))

@@ -136,13 +136,13 @@ class AttnSpace(SearchSpace):
     def _build(self, seq):
         return AttnNetwork(seq, self.input_blocks, self.dense, self.num_classes)
 
-    def _tensor_positions(self, seq):
+    def _tensor_positions(self, seq, names):
         """A tensor created at position q depends on its sub-graph's positions up to q; merge and output
         tensors also depend on every input sub-graph."""
         n = len(SUBGRAPH)
         merge_start = n * len(self.input_blocks)
         positions = {}
-        for name in self._build(seq).state_dict():
+        for name in names:
             parts = name.split(".")
             if parts[0] == "output":
                 positions[name] = frozenset(range(len(self)))

@@ -36,7 +36,7 @@ class SearchSpace(ABC):
     def _build(self, seq: tuple[int, ...]) -> torch.nn.Module: ...
 
     @abstractmethod
-    def _tensor_positions(self, seq: tuple[int, ...]) -> dict[str, frozenset[int]]: ...
+    def _tensor_positions(self, seq: tuple[int, ...], names) -> dict[str, frozenset[int]]: ...
 
     def __len__(self) -> int:
         return len(self.num_choices)
@@ -74,11 +74,12 @@ class SearchSpace(ABC):
         """The model of `seq`; tensors at the same place of the macro structure keep the same name."""
         return self._build(self.validate(seq))
 
-    def tensor_positions(self, seq: Sequence[int]) -> dict[str, frozenset[int]]:
-        """For every state_dict entry of build(seq), the sequence positions whose choices shape its
-        value: a tensor can be transferred from a donor sharing a prefix of length L exactly when all
-        its positions are < L."""
-        return self._tensor_positions(self.validate(seq))
+    def tensor_positions(self, seq: Sequence[int], model: torch.nn.Module | None = None) -> dict[str, frozenset[int]]:
+        """For every state_dict entry of build(seq) (pass `model` if already built), the sequence
+        positions whose choices shape its value: a tensor can be transferred from a donor sharing a
+        prefix of length L exactly when all its positions are < L."""
+        seq = self.validate(seq)
+        return self._tensor_positions(seq, list((model or self._build(seq)).state_dict()))
 
     def describe(self) -> dict:
         return {
