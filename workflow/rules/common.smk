@@ -1,6 +1,7 @@
 import importlib
 import json
 import os
+import re
 
 from snakemake.utils import validate
 
@@ -16,6 +17,12 @@ LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
 RQS = ["rq1", "rq2", "rq3", "rq4"]
+
+
+wildcard_constraints:
+    run="|".join(re.escape(run) for run in RUNS),
+
+
 FIGURE_FORMATS = ["html", "pdf", "png"]
 DOWNLOADED = {"cifar10", "candle-attn"}
 ENV = "../envs/evotrace.yaml"
