@@ -95,6 +95,8 @@ def test_frames_cover_the_search_every_p_over_10(prefix_trace):
     assert a[a["seen"] == 10].set_index("prefix_id")["count"].to_dict() == {1: 1, 2: 2, 3: 1}
     assert rq3.frame_ends(1000, 100).tolist() == list(range(10, 1001, 10))
     assert rq3.frame_ends(25, 100).tolist() == [10, 20, 25]
+    capped = rq3.frame_ends(1_000_000, 100)  # p/10 = 10 would give 100,000 frames: capped at ~MAX_FRAMES
+    assert len(capped) <= rq3.MAX_FRAMES + 1 and capped[-1] == 1_000_000 and capped[0] == 5000
 
 
 def test_tiers_split_each_window(prefix_trace):

@@ -6,6 +6,8 @@ and the lag before a new best model becomes a parent turn that into caching and 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
@@ -107,9 +109,13 @@ def _windows(candidates, params, ends_of) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
+MAX_FRAMES = 200  # frames of one run's animation, so a 10^6-candidate trace stays small
+
+
 def frame_ends(n: int, p: int) -> np.ndarray:
-    """Animation frames every ~p/10 candidates, plus the end of the search."""
-    step = max(1, round(p / 10))
+    """Animation frames every ~p/10 candidates (more sparsely when that would give more than about
+    MAX_FRAMES frames), plus the end of the search."""
+    step = max(1, round(p / 10), math.ceil(n / MAX_FRAMES))
     return np.unique(np.r_[np.arange(step, n + 1, step), n]).astype(np.int64)
 
 
@@ -121,7 +127,8 @@ def prefix_snapshots(candidates, tensor_reads, params) -> pd.DataFrame:
 
 
 def prefix_frames(candidates, tensor_reads, params) -> pd.DataFrame:
-    """The animated Fig. 4: the same histograms every ~p/10 candidates over the whole search."""
+    """The animated Fig. 4: the same histograms every ~p/10 candidates over the whole search (at most
+    about MAX_FRAMES windows per run, see frame_ends)."""
     return _windows(candidates, params, frame_ends)
 
 

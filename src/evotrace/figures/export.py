@@ -1,5 +1,8 @@
 """Write one plotly figure to every requested path: .html (interactive, plotly.js embedded once per
-file), .pdf and .png (static, kaleido driving a headless Chromium)."""
+file), .pdf and .png (static, kaleido driving a headless Chromium).
+
+A static image takes its size from the figure (layout.width / layout.height, which a figure sets when its
+height grows with its facet rows), else from the defaults below; explicit width/height arguments win."""
 
 from __future__ import annotations
 
@@ -9,9 +12,16 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 STATIC = {".pdf", ".png", ".svg"}
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 1100, 650
 
 
-def save(fig: go.Figure, paths, *, width: int = 1100, height: int = 650, scale: float = 2.0) -> None:
+def static_size(fig: go.Figure, width: int | None = None, height: int | None = None) -> tuple[int, int]:
+    """(width, height) of a static export: the argument, else the figure's own layout, else the default."""
+    return (int(width or fig.layout.width or DEFAULT_WIDTH), int(height or fig.layout.height or DEFAULT_HEIGHT))
+
+
+def save(fig: go.Figure, paths, *, width: int | None = None, height: int | None = None, scale: float = 2.0) -> None:
+    w, h = static_size(fig, width, height)
     for path in map(Path, paths):
         path.parent.mkdir(parents=True, exist_ok=True)
         suffix = path.suffix.lower()
@@ -19,7 +29,7 @@ def save(fig: go.Figure, paths, *, width: int = 1100, height: int = 650, scale: 
             fig.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False)
         elif suffix in STATIC:
             _chromium_path()
-            fig.write_image(path, width=width, height=height, scale=scale if suffix == ".png" else 1)
+            fig.write_image(path, width=w, height=h, scale=scale if suffix == ".png" else 1)
         else:
             raise ValueError(f"cannot export a figure to {path}: use .html, .pdf, .png or .svg")
 

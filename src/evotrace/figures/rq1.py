@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-TRIE_HEIGHT_PX = 480  # plot height the node size is fitted to (figures.export default is 650)
+from . import layout
+
+TRIE_HEIGHT_PX = 480  # least plot height of the trie; it grows with the leaves (TRIE_LEAF_PX each)
+TRIE_LEAF_PX = 16
+TRIE_MARGIN_PX = 170  # title, x-axis title and margins around the trie's plot
 
 
-def _grid(runs: list[str], cols: int = 3, **kwargs) -> tuple[go.Figure, list[tuple[int, int]]]:
-    cols = max(1, min(cols, len(runs)))
-    rows = max(1, math.ceil(len(runs) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[str(r) for r in runs] or None, **kwargs)
-    return fig, [(i // cols + 1, i % cols + 1) for i in range(len(runs))]
+def _grid(titles: list[str], cols: int = 2, row_px: int = 220, gap_px: int = 70, hgap: float = 0.08, top: int = layout.TOP):
+    fig, cells, _ = layout.grid([str(t) for t in titles], cols=cols, row_px=row_px, gap_px=gap_px, hgap=hgap, top=top)
+    return fig, cells
 
 
 def _runs(table: pd.DataFrame) -> list[str]:
@@ -51,6 +51,9 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=runs or None, horizontal_spacing=0.04)
     drawn = table[table["run"].astype(str).isin(runs) & (table["parent_node"] >= 0)]
     top = float(drawn["transfers"].max()) if len(drawn) else 1.0
+    leaves = [int((~part["node"].isin(part["parent_node"])).sum()) for _, part in
+              table[table["run"].astype(str).isin(runs)].groupby("run")] or [1]
+    plot_px = max(TRIE_HEIGHT_PX, TRIE_LEAF_PX * max(leaves))
     for col, run in enumerate(runs, start=1):
         nodes = table[table["run"].astype(str) == run].copy()
         nodes["y"] = trie_layout(nodes)
@@ -61,7 +64,7 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
             x=np.c_[edges["depth_up"], edges["depth"], gap].ravel(), y=np.c_[edges["y_up"], edges["y"], gap].ravel(),
             mode="lines", line={"color": "#b0b0b0", "width": 1}, hoverinfo="skip", showlegend=False,
             name=f"{run} edges"), row=1, col=col)
-        spacing = TRIE_HEIGHT_PX / max(1, int((~nodes["node"].isin(nodes["parent_node"])).sum()))
+        spacing = plot_px / max(1, int((~nodes["node"].isin(nodes["parent_node"])).sum()))
         size = float(np.clip(0.8 * spacing, 5, 22))
         fig.add_trace(go.Scatter(
             x=inner["depth"], y=inner["y"], mode="markers+text", textposition="middle right",
@@ -82,9 +85,12 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=col)
     fig.update_layout(
         title="Trie of architecture sequences (prefixes below "
-              f"{100 * params.get('analysis', {}).get('trie', {}).get('min_fraction', 0):g}% of candidates pruned)",
-        coloraxis={"colorscale": "RdBu_r", "cmin": 0, "cmax": max(top, 1.0), "colorbar": {"title": "transfers"}},
-        template="plotly_white",
+              f"{100 * params.get('analysis', {}).get('trie', {}).get('min_fraction', 0):g}% of candidates pruned)"
+              "<br><sup>node label: choice · share of the run's candidates with that prefix</sup>",
+        coloraxis={"colorscale": "RdBu_r", "cmin": 0, "cmax": max(top, 1.0),
+                   "colorbar": {"title": "transfers<br>covering<br>the prefix"}},
+        template="plotly_white", height=plot_px + TRIE_MARGIN_PX,
+        width=max(1100, 420 * len(runs)),
     )
     return fig
 
@@ -93,7 +99,10 @@ def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure
     """Share of each choice at each position, one heatmap per run, on a shared colour scale."""
     table = tables["choice_frequency"]
     runs = _runs(table)
-    fig, cells = _grid(runs, cols=2, horizontal_spacing=0.08, vertical_spacing=0.12)
+    choices = int(table["choice"].max()) + 1 if len(table) else 1
+    row_px = int(np.clip(9 * choices + 60, 200, 380))  # a panel tall enough for its choices
+    fig, cells = _grid(runs, cols=2, row_px=row_px, gap_px=75)
+    low = layout.bottom_cells(cells)
     for run, (r, c) in zip(runs, cells):
         part = table[table["run"].astype(str) == run]
         grid = part.pivot(index="choice", columns="position", values="fraction")
@@ -105,9 +114,11 @@ def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure
             customdata=uniform.to_numpy(), name=run,
             hovertemplate="position %{x}, choice %{y}: %{z:.1%} (uniform %{customdata:.1%})<extra></extra>",
         ), row=r, col=c)
-        fig.update_xaxes(title_text="position", dtick=1, row=r, col=c)
-        fig.update_yaxes(title_text="choice", row=r, col=c)
-    fig.update_layout(title="Per-position choice frequency", template="plotly_white",
+        fig.update_xaxes(title_text="position" if (r, c) in low else None, dtick=1 if grid.shape[1] <= 16 else 5,
+                         tickangle=0, row=r, col=c)
+        fig.update_yaxes(dtick=1 if grid.shape[0] <= 10 else 5, row=r, col=c)
+    layout.shared_ytitle(fig, "choice", shift_px=-40)
+    fig.update_layout(title="Per-position choice frequency (blank: not a choice at that position)", template="plotly_white",
                       coloraxis={"colorscale": "Viridis", "cmin": 0, "colorbar": {"title": "share", "tickformat": ".0%"}})
     return fig
 
@@ -121,7 +132,8 @@ def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figu
     for run in runs:
         t = tests.loc[run] if run in tests.index else None
         titles.append(f"{run}: χ²={t['chisq']:.2f}, dof={int(t['dof'])}, p={t['p_value']:.3g}" if t is not None else run)
-    fig, cells = _grid(titles, cols=2, horizontal_spacing=0.08, vertical_spacing=0.15)
+    fig, cells = _grid(titles, cols=2, row_px=200, top=140)
+    low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         part = table[table["run"].astype(str) == run]
         fig.add_trace(go.Bar(x=part["position"], y=part["mutations"], name="observed", marker_color="#4c78a8",
@@ -129,9 +141,12 @@ def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figu
         fig.add_trace(go.Scatter(x=part["position"], y=part["expected"], mode="lines+markers", name="uniform",
                                  line={"color": "#e45756", "dash": "dash"}, legendgroup="uniform",
                                  showlegend=i == 0), row=r, col=c)
-        fig.update_xaxes(title_text="mutated position", dtick=1 if len(part) <= 20 else None, row=r, col=c)
-        fig.update_yaxes(title_text="mutations", row=r, col=c)
+        fig.update_xaxes(title_text="mutated position" if (r, c) in low else None,
+                         dtick=1 if len(part) <= 20 else None, row=r, col=c)
+        fig.update_yaxes(rangemode="tozero", row=r, col=c)
+    layout.shared_ytitle(fig, "mutations (stage-2 candidates)", shift_px=-45)
     fig.update_layout(title="Mutation position against uniform", template="plotly_white", barmode="overlay")
+    layout.top_legend(fig)
     return fig
 
 
@@ -144,7 +159,8 @@ def prefix_length(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     for run in runs:
         s = summary.loc[run] if run in summary.index else None
         titles.append(f"{run}: mean {s['mean_prefix_len']:.2f} vs {s['expected_mean_prefix_len']:.2f}" if s is not None else run)
-    fig, cells = _grid(titles, cols=2, horizontal_spacing=0.08, vertical_spacing=0.15)
+    fig, cells = _grid(titles, cols=2, row_px=200, top=140)
+    low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         part = table[table["run"].astype(str) == run]
         fig.add_trace(go.Bar(x=part["prefix_len"], y=part["fraction"], name="observed", marker_color="#54a24b",
@@ -152,9 +168,12 @@ def prefix_length(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
         fig.add_trace(go.Scatter(x=part["prefix_len"], y=part["expected_fraction"], mode="lines+markers",
                                  line={"color": "#e45756", "dash": "dash", "shape": "hvh"},
                                  name="uniform mutation", legendgroup="uniform", showlegend=i == 0), row=r, col=c)
-        fig.update_xaxes(title_text="transferred prefix length", dtick=1 if len(part) <= 20 else None, row=r, col=c)
-        fig.update_yaxes(title_text="share of stage-2 candidates", tickformat=".0%", row=r, col=c)
+        fig.update_xaxes(title_text="transferred prefix length" if (r, c) in low else None,
+                         dtick=1 if len(part) <= 20 else None, row=r, col=c)
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=r, col=c)
+    layout.shared_ytitle(fig, "share of stage-2 candidates", shift_px=-55)
     fig.update_layout(title="Transferred prefix length against uniform mutation", template="plotly_white")
+    layout.top_legend(fig)
     return fig
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
+
+from . import layout
 
 SYMBOLS = {2: "circle", 3: "x", 4: "triangle-up"}
+OFFSET = {2: -0.15, 3: 0.0, 4: 0.15}  # worker offset of each popularity rank, so coinciding reads stay visible
 COLORS = qualitative.Plotly
-
-
-def _spacing(rows: int, wanted: float) -> float:
-    """plotly refuses a vertical spacing above 1 / (rows - 1)."""
-    return min(wanted, 0.9 / max(1, rows - 1))
+TEMPLATE = "plotly_white"
 
 
 def _runs(table, params) -> list[str]:
@@ -22,33 +20,41 @@ def _runs(table, params) -> list[str]:
 
 
 def tensor_scatter(tables, params) -> go.Figure:
-    """Fig. 2: which workers read the 2nd-4th most popular tensors when; one panel per run."""
+    """Fig. 2: which workers read the 2nd-4th most popular tensors when; one panel per run. Each rank is
+    drawn a little above or below its worker's line (rank 2 below, 4 above) so that reads of several
+    popular tensors by one candidate do not hide one another."""
     points = tables["popular_tensor_reads"]
     runs = _runs(points, params) or ["(no tensor reads)"]
-    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, vertical_spacing=_spacing(len(runs), 0.12))
+    fig, cells, rows = layout.grid(runs, cols=1, row_px=170, gap_px=75, top=140)
+    workers = sorted(int(w) for w in points["worker"].dropna().unique()) or [0]
     for row, run in enumerate(runs, start=1):
         sub = points[points["run"] == run]
         for rank, part in sub.groupby("rank", sort=True):
+            rank = int(rank)
             fig.add_trace(
                 go.Scatter(
                     x=part["start_time"],
-                    y=part["worker"],
+                    y=part["worker"] + OFFSET.get(rank, 0.0),
                     mode="markers",
                     name=f"tensor popularity rank {rank}",
                     legendgroup=f"rank{rank}",
                     showlegend=row == 1,
                     opacity=0.5,
-                    marker=dict(symbol=SYMBOLS.get(rank, "diamond"), size=9, color=COLORS[(rank - 2) % len(COLORS)]),
-                    customdata=part[["tensor_id", "reads", "job_id"]],
-                    hovertemplate="worker %{y}<br>t=%{x:.1f} s<br>tensor %{customdata[0]} (%{customdata[1]} reads)"
-                    "<br>job %{customdata[2]}<extra></extra>",
+                    marker=dict(symbol=SYMBOLS.get(rank, "diamond"), size=9, color=COLORS[(rank - 2) % len(COLORS)],
+                                line=dict(width=1, color=COLORS[(rank - 2) % len(COLORS)])),
+                    customdata=part[["tensor_id", "reads", "job_id", "worker"]],
+                    hovertemplate="worker %{customdata[3]}<br>t=%{x:.1f} s<br>tensor %{customdata[0]} "
+                    "(%{customdata[1]} reads)<br>job %{customdata[2]}<extra></extra>",
                 ),
                 row=row,
                 col=1,
             )
-        fig.update_yaxes(title_text="worker", row=row, col=1)
-        fig.update_xaxes(title_text="start time (s)", row=row, col=1)
-    fig.update_layout(title="2nd-4th most popular tensors: worker x time of read", height=max(400, 320 * len(runs)))
+        fig.update_yaxes(tickmode="array", tickvals=workers, ticktext=[str(w) for w in workers],
+                         range=[workers[0] - 0.5, workers[-1] + 0.5], showgrid=True, zeroline=False, row=row, col=1)
+    fig.update_xaxes(title_text="start time of the read (s since the search started)", row=rows, col=1)
+    layout.shared_ytitle(fig, "worker (rank 2 below, 3 on, 4 above the line)")
+    fig.update_layout(title="2nd-4th most popular tensors: worker x time of read", template=TEMPLATE)
+    layout.top_legend(fig)
     return fig
 
 
@@ -66,7 +72,9 @@ def reuse(tables, params) -> go.Figure:
     k = int(t["k"].iloc[0]) if len(t) else params["analysis"]["reuse_k"]
     fig.update_layout(
         title=f"Worker-local reuse: reads repeated by the same worker within its next {k} candidates",
-        barmode="group", xaxis_title="worker", yaxis_title="fraction of the worker's reads", yaxis_range=[0, 1],
+        barmode="group", xaxis_title="worker", yaxis_title="share of the worker's tensor reads", yaxis_range=[0, 1],
+        yaxis_tickformat=".0%", xaxis=dict(tickmode="array", tickvals=sorted(t["worker"].unique()) if len(t) else []),
+        template=TEMPLATE, height=520, legend_title_text="run",
     )
     return fig
 
@@ -84,7 +92,9 @@ def coaccess(tables, params) -> go.Figure:
     dt = float(t["dt"].iloc[0]) if len(t) else params["analysis"]["coaccess_dt"]
     fig.update_layout(
         title=f"Cross-worker co-access: other workers reading the same tensor within {dt:g} s",
-        barmode="group", xaxis_title="other workers", yaxis_title="fraction of reads", xaxis_dtick=1,
+        barmode="group", xaxis_title=f"other workers reading the tensor within {dt:g} s of the read",
+        yaxis_title="share of reads", yaxis_tickformat=".0%", xaxis_dtick=1, template=TEMPLATE, height=520,
+        legend_title_text="run",
     )
     return fig
 
@@ -93,21 +103,25 @@ def quanta(tables, params) -> go.Figure:
     """Delay bound of a scheduling quanta against the number of workers, one line per quanta size s."""
     t = tables["quanta"]
     runs = _runs(t, params) or ["(no runs)"]
-    fig = make_subplots(rows=1, cols=len(runs), subplot_titles=runs, shared_yaxes=False)
-    for col, run in enumerate(runs, start=1):
+    fig, cells, rows = layout.grid(runs, cols=4, row_px=240, gap_px=85, hgap=0.06)
+    low = layout.bottom_cells(cells)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         sub = t[t["run"] == run]
-        for i, (s, line) in enumerate(sub.groupby("s", sort=True)):
+        for j, (s, line) in enumerate(sub.groupby("s", sort=True)):
             fig.add_trace(
                 go.Scatter(x=line["w"], y=line["delay_seconds"], mode="lines+markers", name=f"s = {s}",
-                           legendgroup=f"s{s}", showlegend=col == 1, line_color=COLORS[i % len(COLORS)],
+                           legendgroup=f"s{s}", showlegend=i == 0, line_color=COLORS[j % len(COLORS)],
                            customdata=line[["delay_sd", "train_sd"]],
                            hovertemplate="w=%{x}: %{y:.2f} s (%{customdata[0]:.2f} sd of %{customdata[1]:.2f} s)"
                            "<extra></extra>"),
-                row=1, col=col,
+                row=r, col=c,
             )
-        fig.update_xaxes(title_text="workers w", type="log", tickvals=sorted(sub["w"].unique()), row=1, col=col)
-    fig.update_yaxes(title_text="delay bound E(w,w) - E(s,w), seconds", row=1, col=1)
-    fig.update_layout(title="Scheduling quanta: upper bound on the delay of waiting for s of w workers")
+        fig.update_xaxes(type="log", tickvals=sorted(sub["w"].unique()), title_text="workers w" if (r, c) in low else None,
+                         row=r, col=c)
+        fig.update_yaxes(rangemode="tozero", row=r, col=c)
+    layout.shared_ytitle(fig, "delay bound E(w,w) - E(s,w), seconds")
+    fig.update_layout(title="Scheduling quanta: upper bound on the delay of waiting for s of w workers",
+                      template=TEMPLATE, legend_title_text="quanta size")
     return fig
 
 

@@ -8,13 +8,13 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from . import layout
+
 TIER_COLORS = {1: "#d62728", 2: "#ff7f0e", 3: "#1f77b4"}
 COLORS = qualitative.Plotly
-
-
-def _spacing(rows: int, wanted: float) -> float:
-    """plotly refuses a vertical spacing above 1 / (rows - 1)."""
-    return min(wanted, 0.9 / max(1, rows - 1))
+TEMPLATE = "plotly_white"
+BAR_WIDTH = 0.8  # in prefix ids: plotly widens the bars of a sparse histogram to the gap between ids
+MAX_FRAMES = 200  # frames of the animation, whatever the number of runs
 
 
 def _runs(table, params) -> list[str]:
@@ -32,7 +32,8 @@ def _id_ranges(tables, runs) -> dict[str, list[float]]:
 def _bar(sub):
     """Bars colored by popularity tier, so the three tiers read off any histogram."""
     return go.Bar(
-        x=sub["prefix_id"], y=sub["count"], showlegend=False, marker_color=list(sub["tier"].map(TIER_COLORS)),
+        x=sub["prefix_id"], y=sub["count"], width=[BAR_WIDTH] * len(sub), showlegend=False,
+        marker_color=list(sub["tier"].map(TIER_COLORS)), marker_line_width=0,
         customdata=sub[["prefix", "tier"]],
         hovertemplate="id %{x} (%{customdata[0]}): %{y}, tier %{customdata[1]}<extra></extra>",
     )
@@ -43,36 +44,59 @@ def _tier_legend(fig):
         fig.add_trace(go.Bar(x=[None], y=[None], name=f"tier {tier}", marker_color=color, showlegend=True))
 
 
+def _tier_note(params) -> str:
+    """What the tiers mean, from analysis.tiers, for a figure's subtitle."""
+    t = params.get("analysis", {}).get("tiers")
+    if not t:
+        return ""
+    return (f"<br><sup>tier 1: at least {100 * t['tier1_fraction']:g}% of the window; tier 3: at most "
+            f"{t['tier3_max']} occurrences; tier 2: between</sup>")
+
+
 def prefix_histograms(tables, params) -> go.Figure:
     """Fig. 4: prefix histograms of the last p candidates; rows = runs, columns = snapshots."""
     snaps = tables["prefix_snapshots"]
     runs = _runs(tables["prefix_ids"], params) or ["(no candidates)"]
     seen = sorted(snaps["seen"].unique()) or [0]
-    titles = [f"{run}, {n} candidates seen" for run in runs for n in seen]
-    fig = make_subplots(rows=len(runs), cols=len(seen), subplot_titles=titles, vertical_spacing=_spacing(len(runs), 0.1))
+    titles = [f"after {n} candidates" for n in seen] + [""] * (len(seen) * (len(runs) - 1))
+    fig, _, rows = layout.grid(titles, cols=len(seen), row_px=160, gap_px=45, hgap=0.05, top=150)
     ranges = _id_ranges(tables, runs)
     for r, run in enumerate(runs, start=1):
         for col, n in enumerate(seen, start=1):
             sub = snaps[(snaps["run"] == run) & (snaps["seen"] == n)]
             fig.add_trace(_bar(sub), row=r, col=col)
             fig.update_xaxes(range=ranges[run], row=r, col=col)
-        fig.update_yaxes(title_text="count in window", row=r, col=1)
+            fig.update_yaxes(rangemode="tozero", dtick=1 if len(sub) and sub["count"].max() <= 5 else None,
+                             row=r, col=col)
+        layout.row_label(fig, r, run, col=len(seen))
     for col in range(1, len(seen) + 1):
-        fig.update_xaxes(title_text="prefix id", row=len(runs), col=col)
+        fig.update_xaxes(title_text="prefix id", row=rows, col=col)
+    layout.shared_ytitle(fig, "occurrences in the last p candidates", shift_px=-45)
     _tier_legend(fig)
-    fig.update_layout(title="Prefix popularity over the last p candidates (the population)", height=max(400, 300 * len(runs)),
-                      bargap=0.05)
+    fig.update_layout(title="Prefix popularity over the last p candidates (the population)" + _tier_note(params),
+                      bargap=0.05, template=TEMPLATE, margin=dict(r=60))
+    layout.top_legend(fig, top_px=150)
     return fig
+
+
+def _frame_steps(steps: np.ndarray) -> np.ndarray:
+    """At most MAX_FRAMES of the runs' frame ends, evenly spread, always the first and the last."""
+    if len(steps) <= MAX_FRAMES:
+        return steps
+    return steps[np.unique(np.linspace(0, len(steps) - 1, MAX_FRAMES).round().astype(int))]
 
 
 def prefix_animation(tables, params) -> go.Figure:
     """Animated Fig. 4 over the whole search: one bar trace per run (row), one frame every ~p/10
-    candidates; a run that ended earlier keeps showing its last window."""
+    candidates (at most MAX_FRAMES); a run that ended earlier keeps showing its last window."""
     frames_t = tables["prefix_frames"]
     runs = _runs(frames_t, params) or ["(no candidates)"]
-    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, vertical_spacing=_spacing(len(runs), 0.06))
+    bottom = 190  # x-axis title, then the play buttons and the slider
+    total = layout.height(len(runs), 150, 45, top=layout.TOP, bottom=bottom)
+    fig = make_subplots(rows=len(runs), cols=1,
+                        vertical_spacing=layout.spacing(len(runs), 45, total, top=layout.TOP, bottom=bottom))
     ranges = _id_ranges(tables, runs)
-    steps = np.sort(frames_t["seen"].unique())
+    steps = _frame_steps(np.sort(frames_t["seen"].unique()))
     per_run = {run: frames_t[frames_t["run"] == run] for run in runs}
     run_steps = {run: np.sort(t["seen"].unique()) for run, t in per_run.items()}
 
@@ -91,20 +115,28 @@ def prefix_animation(tables, params) -> go.Figure:
     for row, run in enumerate(runs, start=1):
         ymax = float(per_run[run]["count"].max()) if len(per_run[run]) else 1.0
         fig.update_xaxes(range=ranges[run], row=row, col=1)
-        fig.update_yaxes(range=[0, ymax * 1.05], title_text="count", row=row, col=1)
+        fig.update_yaxes(range=[0, ymax * 1.05], dtick=1 if ymax <= 5 else None, row=row, col=1)
+        layout.row_label(fig, row, run)
     fig.update_xaxes(title_text="prefix id", row=len(runs), col=1)
+    layout.shared_ytitle(fig, "occurrences in the last p candidates", shift_px=-45)
+    plot_px = total - layout.TOP - bottom
+    controls_y = -70 / plot_px  # below the x-axis title, in the plotting area's paper coordinates
     fig.frames = [go.Frame(name=str(n), data=bars(n), traces=list(range(len(runs)))) for n in steps]
     play = dict(frame=dict(duration=150, redraw=True), fromcurrent=True, transition=dict(duration=0))
     fig.update_layout(
         title="Prefix popularity over the last p candidates, through the search",
-        height=max(400, 280 * len(runs)),
+        height=total,
+        margin=dict(t=layout.TOP, b=bottom, l=layout.LEFT, r=60),
+        template=TEMPLATE,
         bargap=0.05,
         showlegend=False,
-        updatemenus=[dict(type="buttons", x=0, y=-0.08, xanchor="left", yanchor="top", direction="left", buttons=[
+        updatemenus=[dict(type="buttons", x=0, y=controls_y, xanchor="left", yanchor="top", direction="left",
+                          pad=dict(t=0, r=10), buttons=[
             dict(label="Play", method="animate", args=[None, play]),
             dict(label="Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
         ])],
-        sliders=[dict(active=0, x=0.12, len=0.88, y=-0.05, currentvalue=dict(prefix="candidates seen: "), steps=[
+        sliders=[dict(active=0, x=0.14, len=0.86, y=controls_y, yanchor="top", pad=dict(t=0),
+                      currentvalue=dict(prefix="candidates seen: "), steps=[
             dict(label=str(n), method="animate",
                  args=[[str(n)], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))])
             for n in steps
@@ -117,21 +149,27 @@ def tiers(tables, params) -> go.Figure:
     """Share of each window's candidates carried by tier-1, tier-2 and tier-3 prefixes; rows = runs."""
     t = tables["tiers"]
     runs = _runs(t, params) or ["(no candidates)"]
-    fig = make_subplots(rows=len(runs), cols=1, subplot_titles=runs, shared_xaxes=True,
-                        vertical_spacing=_spacing(len(runs), 0.06))
+    top = 150
+    total = layout.height(len(runs), 130, 35, top=top)
+    fig = make_subplots(rows=len(runs), cols=1, shared_xaxes=True,
+                        vertical_spacing=layout.spacing(len(runs), 35, total, top=top))
     for row, run in enumerate(runs, start=1):
         sub = t[t["run"] == run]
         for tier, line in sub.groupby("tier", sort=True):
             fig.add_trace(
                 go.Scatter(x=line["seen"], y=line["share"], mode="lines", stackgroup=f"run{row}", name=f"tier {tier}",
                            legendgroup=f"tier{tier}", showlegend=row == 1, line_color=TIER_COLORS[int(tier)],
-                           customdata=line["prefixes"],
+                           line_width=1, customdata=line["prefixes"],
                            hovertemplate="%{x} seen: %{y:.0%} of the window in %{customdata} prefixes<extra></extra>"),
                 row=row, col=1,
             )
-        fig.update_yaxes(title_text="share of window", range=[0, 1], row=row, col=1)
+        fig.update_yaxes(range=[0, 1], tickvals=[0, 0.5, 1], tickformat=".0%", row=row, col=1)
+        layout.row_label(fig, row, run)
     fig.update_xaxes(title_text="candidates seen", row=len(runs), col=1)
-    fig.update_layout(title="Popularity tiers of the prefixes in the last p candidates", height=max(400, 250 * len(runs)))
+    layout.shared_ytitle(fig, "share of the last p candidates", shift_px=-55)
+    fig.update_layout(title="Popularity tiers of the prefixes in the last p candidates" + _tier_note(params),
+                      height=total, template=TEMPLATE, margin=dict(b=layout.BOTTOM, l=layout.LEFT, r=60))
+    layout.top_legend(fig, top_px=top)
     return fig
 
 
@@ -140,7 +178,8 @@ def donor_probability(tables, params) -> go.Figure:
     t = tables["reuse_probability"]
     runs = _runs(t, params)
     roles = list(dict.fromkeys(t["role"])) or ["donor", "parent"]
-    fig = make_subplots(rows=1, cols=len(roles), subplot_titles=[f"{r} in the next window" for r in roles], shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=len(roles), subplot_titles=[f"{r} in the next window" for r in roles],
+                        shared_yaxes=True, horizontal_spacing=0.05)
     for col, role in enumerate(roles, start=1):
         for i, run in enumerate(runs):
             sub = t[(t["run"] == run) & (t["role"] == role)]
@@ -152,14 +191,17 @@ def donor_probability(tables, params) -> go.Figure:
                           row=1, col=col)
             if len(base) and len(cond):
                 fig.add_trace(go.Scatter(x=[cond["k"].min(), cond["k"].max()], y=[base["probability"].iloc[0]] * 2, mode="lines",
-                                         line=dict(color=color, dash="dot"), name=f"{run} base rate", legendgroup=run,
-                                         showlegend=False, hoverinfo="skip"), row=1, col=col)
+                                         line=dict(color=color, dash="dot", width=1.5), name=f"{run} base rate",
+                                         legendgroup=run, showlegend=False, hoverinfo="skip"), row=1, col=col)
         marked = t[t["threshold"]]["k"]
         if len(marked):
-            fig.add_vline(x=int(marked.iloc[0]), line_dash="dash", line_color="grey", row=1, col=col)
+            fig.add_vline(x=int(marked.iloc[0]), line_dash="dash", line_color="grey", row=1, col=col,
+                          annotation_text=f"threshold k = {int(marked.iloc[0])}", annotation_position="top right",
+                          annotation_font_size=11)
         fig.update_xaxes(title_text="k: uses in the last window (at least)", dtick=1, row=1, col=col)
     fig.update_yaxes(title_text="empirical probability", range=[0, 1.02], row=1, col=1)
-    fig.update_layout(title="Popularity predicts reuse: probability of being used again, dotted: base rate")
+    fig.update_layout(title="Popularity predicts reuse: probability of being used again (dotted: base rate of each run)",
+                      template=TEMPLATE, height=560, legend_title_text="run")
     return fig
 
 
@@ -175,34 +217,53 @@ def birthday(tables, params) -> go.Figure:
     for i, (column, name) in enumerate(series):
         fig.add_trace(go.Bar(x=runs, y=t[column], name=name, marker_color=COLORS[i],
                              text=[f"k={int(k)}" for k in t["max_count"]] if column == "bound_p50" else None,
-                             textposition="outside"))
+                             textposition="outside", cliponaxis=False))
+    values = t[[c for c, _ in series]].to_numpy(float)
+    values = values[np.isfinite(values) & (values > 0)]
+    # bars need a zero baseline: a log axis only where the values span more than two decades
+    log = len(values) > 0 and values.max() / values.min() > 100
     fig.update_layout(title="Most frequent stage-1 prefix against the generalized birthday paradox",
-                      barmode="group", yaxis_title="sample size (candidates)", yaxis_type="log")
+                      barmode="group", yaxis_title="sample size (candidates)", yaxis_type="log" if log else "linear",
+                      template=TEMPLATE, height=560)
+    layout.top_legend(fig, top_px=120)
     return fig
 
 
 def improvement_lag(tables, params) -> go.Figure:
-    """Creations between a new best model becoming available and its first child, against p/s."""
+    """Creations between a new best model becoming available and its first child, against p/s; one
+    panel per run on common axes (in one panel the runs' points coincide at the end of stage 1)."""
     t = tables["improvement_lag"]
-    runs = _runs(t, params)
-    fig = go.Figure()
-    for i, run in enumerate(runs):
+    runs = _runs(t, params) or ["(no runs)"]
+    fig, cells, _ = layout.grid(runs, cols=4, row_px=230, gap_px=80, hgap=0.04, top=130)
+    low = layout.bottom_cells(cells)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         sub = t[(t["run"] == run) & t["lag"].notna()]
+        color = COLORS[i % len(COLORS)]
         for superseded, part in ((False, sub[~sub["superseded"]]), (True, sub[sub["superseded"]])):
             fig.add_trace(go.Scatter(
-                x=part["available_at"].astype(float), y=part["lag"].astype(float), mode="markers", name=run,
-                legendgroup=run, showlegend=not superseded,
-                marker=dict(color=COLORS[i % len(COLORS)], size=10, symbol="circle-open" if superseded else "circle"),
+                x=part["available_at"].astype(float), y=part["lag"].astype(float), mode="markers",
+                name=run + (" (superseded first)" if superseded else ""), legendgroup=run, showlegend=False,
+                marker=dict(color=color, size=9, symbol="circle-open" if superseded else "circle",
+                            line=dict(width=2, color=color)),
                 customdata=part[["job_id", "quality", "lag_seconds"]],
                 hovertemplate="model %{customdata[0]} (quality %{customdata[1]:.4f}): lag %{y} creations,"
                 " %{customdata[2]:.1f} s<extra>" + run + "</extra>",
-            ))
-    for expected, group in t.groupby("expected_lag", sort=True)["run"]:
-        fig.add_hline(y=float(expected), line_dash="dot", line_color="grey",
-                      annotation_text=f"p/s = {float(expected):g} ({', '.join(dict.fromkeys(group))})",
-                      annotation_position="top left")
-    fig.update_layout(title="Lag from a new best model to its first use as a parent (open: superseded first)",
-                      xaxis_title="creation at which it became available (job id)", yaxis_title="lag (creations)")
+            ), row=r, col=c)
+        expected = t.loc[t["run"] == run, "expected_lag"].dropna()
+        if len(expected):
+            fig.add_hline(y=float(expected.iloc[0]), line_dash="dot", line_color="grey", row=r, col=c,
+                          annotation_text=f"p/s = {float(expected.iloc[0]):g}", annotation_position="top left",
+                          annotation_font_size=11)
+        if (r, c) in low:
+            fig.update_xaxes(title_text="became available at (job id)", row=r, col=c)
+    lags = t["lag"].dropna()
+    top = max(float(lags.max()) if len(lags) else 1.0, float(t["expected_lag"].max()) if len(t) else 1.0)
+    fig.update_yaxes(matches="y", range=[-0.5, top + 1], dtick=1 if top <= 8 else 2 if top <= 20 else None)
+    fig.update_xaxes(matches="x")
+    layout.shared_ytitle(fig, "lag (creations)", shift_px=-45)
+    fig.update_layout(title="Lag from a new best model to its first use as a parent"
+                      "<br><sup>filled: first used while still the best; open: superseded before its first use; "
+                      "dotted: p/s</sup>", template=TEMPLATE, showlegend=False)
     return fig
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+
+from . import layout
 
 STAGE_COLOUR = {1: "#9d9d9d", 2: "#4c78a8"}
 WEBGL_POINTS = 20_000
 
 
-def _grid(titles: list[str], cols: int = 2, **kwargs) -> tuple[go.Figure, list[tuple[int, int]]]:
-    cols = max(1, min(cols, len(titles)))
-    rows = max(1, math.ceil(len(titles) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles or None, **kwargs)
-    return fig, [(i // cols + 1, i % cols + 1) for i in range(len(titles))]
+def _grid(titles: list[str], cols: int = 2, row_px: int = 220, gap_px: int = 80, top: int = 140):
+    fig, cells, _ = layout.grid(titles, cols=cols, row_px=row_px, gap_px=gap_px, hgap=0.07, top=top)
+    return fig, cells
 
 
 def _runs(table: pd.DataFrame) -> list[str]:
@@ -29,7 +27,8 @@ def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
     runs = _runs(table)
     titles = [f"{run} ({int(summary.loc[run, 'hidden'])} below the axis)" if trimmed and run in summary.index else run
               for run in runs]
-    fig, cells = _grid(titles, horizontal_spacing=0.07, vertical_spacing=0.14)
+    fig, cells = _grid(titles)
+    bottom = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         part = table[table["run"].astype(str) == run]
         for stage, colour in STAGE_COLOUR.items():
@@ -48,10 +47,11 @@ def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
             low, high = float(summary.loc[run, "trim_low"]), float(summary.loc[run, "max"])
             pad = 0.03 * (high - low) if high > low else 0.01
             fig.update_yaxes(range=[low, high + pad], row=r, col=c)
-        fig.update_xaxes(title_text="end time (s)", row=r, col=c)
-        fig.update_yaxes(title_text="quality", row=r, col=c)
+        fig.update_xaxes(title_text="end time (s since the search started)" if (r, c) in bottom else None, row=r, col=c)
+    layout.shared_ytitle(fig, "quality", shift_px=-55)
     what = "trimmed to the upper part of the quality range" if trimmed else "full quality range"
     fig.update_layout(title=f"Observed and cumulative maximum quality ({what})", template="plotly_white")
+    layout.top_legend(fig)
     return fig
 
 
@@ -74,8 +74,15 @@ def improvements(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
         fig.add_trace(go.Scatter(x=part["end_time"], y=part["gain"], mode="lines+markers", name=run,
                                  customdata=part[["job_id", "quality"]].to_numpy(),
                                  hovertemplate="job %{customdata[0]}: quality %{customdata[1]:.4f}<br>gain %{y:.4f}<extra></extra>"))
+    gains = table["gain"].dropna().to_numpy(float)
+    log = len(gains) > 1 and (gains > 0).all() and gains.max() / gains.min() > 20  # gains over decades: log axis
     fig.update_layout(title="Gain of each improvement of the maximum quality", template="plotly_white",
-                      xaxis_title="end time (s)", yaxis_title="gain over the previous maximum")
+                      xaxis_title="end time (s since the search started)",
+                      yaxis_title="gain over the previous maximum" + (" (log scale)" if log else ""),
+                      yaxis_type="log" if log else "linear", height=560, legend_title_text="run")
+    if log:
+        decades = range(int(np.floor(np.log10(gains.min()))), int(np.ceil(np.log10(gains.max()))) + 1)
+        fig.update_yaxes(tickvals=[m * 10.0 ** e for e in decades for m in (1, 2, 5)], tickformat=".3~g")
     return fig
 
 
@@ -86,9 +93,11 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     runs = _runs(table)
     if checks is not None:
         checks = checks.assign(run=checks["run"].astype(str)).set_index("run")
-    titles = [f"{run}: parent among the s-1 worst in {int(checks.loc[run, 'worst_draws'])} of {int(checks.loc[run, 'draws'])} draws"
+    titles = [f"{run}<br><sup>parent among the s-1 worst in {int(checks.loc[run, 'worst_draws'])} of "
+              f"{int(checks.loc[run, 'draws'])} draws</sup>"
               if checks is not None and run in checks.index else run for run in runs]
-    fig, cells = _grid(titles, horizontal_spacing=0.07, vertical_spacing=0.14)
+    fig, cells = _grid(titles, gap_px=95)
+    low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         part = table[table["run"].astype(str) == run]
         fig.add_trace(go.Bar(x=part["rank"], y=part["parent_fraction"], name="ever a parent", marker_color="#4c78a8",
@@ -99,11 +108,14 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
                                  line={"color": "#e45756"}, legendgroup="bound", showlegend=i == 0), row=r, col=c)
         sample = params.get("runs", {}).get(run, {}).get("sample")
         if sample:
-            fig.add_vline(x=int(sample) - 0.5, line={"dash": "dot", "color": "#404040"}, row=r, col=c)
-        fig.update_xaxes(title_text="rank λ at insertion (1 = worst)", row=r, col=c)
-        fig.update_yaxes(title_text="share", range=[0, 1.02], row=r, col=c)
+            fig.add_vline(x=int(sample) - 0.5, line={"dash": "dot", "color": "#404040"}, row=r, col=c,
+                          annotation_text=f"s = {int(sample)}", annotation_position="top right", annotation_font_size=11)
+        fig.update_xaxes(title_text="rank λ at insertion (1 = worst)" if (r, c) in low else None, row=r, col=c)
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=r, col=c)
+    layout.shared_ytitle(fig, "share of the candidates inserted at rank λ", shift_px=-55)
     fig.update_layout(title="Rank at insertion against later use as parent or donor", template="plotly_white",
                       barmode="group")
+    layout.top_legend(fig)
     return fig
 
 
