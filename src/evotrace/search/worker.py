@@ -26,20 +26,22 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
     repository and the worker-local cache."""
     if _STATE.get("spec_path") == spec_path:
         return _STATE
-    import torch
     from mpi4py import MPI
 
-    from ..data import load
     from ..runspec import load_spec
-    from ..spaces import make_space
-    from .train import pick_device
 
     spec = load_spec(spec_path)
-    torch.set_num_threads(spec["search"].get("torch_threads", 1))
-    device = pick_device(_local_rank())
-    state = {"spec_path": spec_path, "spec": spec, "device": device, "rank": MPI.COMM_WORLD.Get_rank(),
+    state = {"spec_path": spec_path, "spec": spec, "rank": MPI.COMM_WORLD.Get_rank(),
              "host": socket.gethostname(), "pid": os.getpid()}
     if spec["evaluation"]["kind"] == "train":
+        import torch
+
+        from ..data import load
+        from ..spaces import make_space
+        from .train import pick_device
+
+        torch.set_num_threads(spec["search"].get("torch_threads", 1))
+        device = state["device"] = pick_device(_local_rank())
         ds = load(spec["data"])
         state["data"] = {
             "x_train": torch.as_tensor(ds.x_train, device=device),
