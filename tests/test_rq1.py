@@ -9,7 +9,6 @@ import pytest
 from scipy import stats
 
 from evotrace.analysis import rq1
-from evotrace.analysis.command import read_table, write_table
 from evotrace.figures import rq1 as figures
 from evotrace.figures.export import save
 
@@ -130,16 +129,8 @@ def test_uniform_mutation_gives_uniform_parent_prefix():
     assert np.bincount(lcp, minlength=L) / n == pytest.approx(np.full(L, 1 / L), abs=0.02)
 
 
-def _through_csv(tables, tmp_path):
-    out = {}
-    for name, table in tables.items():
-        write_table(table, tmp_path / f"{name}.csv")
-        out[name] = read_table(tmp_path / f"{name}.csv")
-    return out
-
-
-def test_figures_from_tables(tables, tmp_path):
-    loaded = _through_csv(tables, tmp_path)
+def test_figures_from_tables(tables, tmp_path, via_csv):
+    loaded = via_csv(tables, tmp_path)
     fig = figures.trie(loaded, PARAMS)
     assert [a.text for a in fig.layout.annotations] == ["a", "b"]
     labels = [label for trace in fig.data if trace.text is not None for label in trace.text]

@@ -11,17 +11,9 @@ from scipy.integrate import quad
 from scipy.stats import norm
 
 from evotrace.analysis import rq2
-from evotrace.analysis.command import read_tables, write_table
 from evotrace.figures import rq2 as fig2
 
 REPORT = Path(__file__).resolve().parents[1] / "workflow" / "report"
-
-
-def via_csv(tables, tmp_path):
-    """Tables reach the figures as CSV files: draw from what survives the round trip."""
-    for name, df in tables.items():
-        write_table(df, tmp_path / f"{name}.csv")
-    return read_tables(tmp_path)
 
 ANALYSIS = {"reuse_k": 1, "coaccess_dt": 5.0, "quanta": {"s": [1, 2, 4], "w": [2, 4]}}
 PARAMS = {"analysis": ANALYSIS, "runs": {"a": {"population": 4, "sample": 2}, "b": {"population": 4, "sample": 2}}}
@@ -183,7 +175,7 @@ def test_quanta_table_scales_by_training_sd_and_skips_s_above_w():
 
 
 @pytest.fixture
-def tables(popularity_trace, reuse_trace, coaccess_trace, tmp_path):
+def tables(popularity_trace, reuse_trace, coaccess_trace, tmp_path, via_csv):
     cands, r = reuse_trace
     out = {name: fn(cands, pd.concat([r, coaccess_trace, popularity_trace]), PARAMS) for name, fn in rq2.TABLES.items()}
     out["popular_tensor_reads"] = rq2.popular_tensor_reads(None, popularity_trace, PARAMS)

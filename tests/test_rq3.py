@@ -11,18 +11,10 @@ import pandas as pd
 import pytest
 
 from evotrace.analysis import rq3
-from evotrace.analysis.command import read_tables, write_table
 from evotrace.figures import rq3 as fig3
 from evotrace.figures.export import save
 
 REPORT = Path(__file__).resolve().parents[1] / "workflow" / "report"
-
-
-def via_csv(tables, tmp_path):
-    """Tables reach the figures as CSV files: draw from what survives the round trip."""
-    for name, df in tables.items():
-        write_table(df, tmp_path / f"{name}.csv")
-    return read_tables(tmp_path)
 
 ANALYSIS = {
     "prefix_len": 2,
@@ -215,7 +207,7 @@ def test_a_best_model_that_retires_unpicked_is_censored(lag_trace):
 
 
 @pytest.fixture
-def tables(prefix_trace, use_trace, lag_trace, tmp_path_factory):
+def tables(prefix_trace, use_trace, lag_trace, tmp_path_factory, via_csv):
     c, params = prefix_trace
     out = {name: fn(c, None, params) for name, fn in rq3.TABLES.items() if "lag" not in name and name != "reuse_probability"}
     out["reuse_probability"] = rq3.reuse_probability(use_trace[0], None, use_trace[1])

@@ -11,7 +11,6 @@ import pytest
 from scipy import stats
 
 from evotrace.analysis import rq4
-from evotrace.analysis.command import read_table, write_table
 from evotrace.figures import rq4 as figures
 from evotrace.figures.export import save
 
@@ -150,16 +149,8 @@ def test_correct_algorithm_never_picks_the_worst():
     assert (r["transfer_bound"][r["population"] == 20] == 0).sum() == (r["rank"][r["population"] == 20] < 4).sum()
 
 
-def _through_csv(tables, tmp_path):
-    out = {}
-    for name, table in tables.items():
-        write_table(table, tmp_path / f"{name}.csv")
-        out[name] = read_table(tmp_path / f"{name}.csv")
-    return out
-
-
-def test_figures_from_tables(tables, tmp_path):
-    loaded = _through_csv(tables, tmp_path)
+def test_figures_from_tables(tables, tmp_path, via_csv):
+    loaded = via_csv(tables, tmp_path)
     trimmed = figures.quality_trimmed(loaded, PARAMS)
     assert [t.name for t in trimmed.data] == ["observed, stage 1", "observed, stage 2", "cumulative max"]
     assert list(trimmed.data[2].y) == [0.2, 0.8, 0.8, 0.8, 0.9, 0.9]

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .common import is_ok
+
 RQS = ("rq1", "rq2", "rq3", "rq4")
 
 
@@ -112,15 +114,21 @@ def analyze(rq: str, traces_dir, config_json, out_dir, tables=None, log=sys.stde
     return seconds
 
 
-def _analyze_main(args) -> int:
+def report_errors(command: str, fn, *args) -> int:
+    """Exit status of a subcommand: 0 when fn(*args) returns, 1 with a one-line message for a bad trace
+    (TraceError) or an unknown research question, table or figure (KeyError)."""
     from ..trace import TraceError
 
     try:
-        analyze(args.rq, args.traces_dir, args.config_json, args.out_dir, args.tables)
+        fn(*args)
     except (TraceError, KeyError) as err:
-        print(f"evotrace analyze: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        print(f"evotrace {command}: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _analyze_main(args) -> int:
+    return report_errors("analyze", analyze, args.rq, args.traces_dir, args.config_json, args.out_dir, args.tables)
 
 
 # --- summary -------------------------------------------------------------------------------------
@@ -128,7 +136,7 @@ def _analyze_main(args) -> int:
 def summary_table(candidates: pd.DataFrame, tensor_reads: pd.DataFrame) -> pd.DataFrame:
     """Key numbers of every run: outcome, pace, quality and the transfer-learning I/O."""
     c = candidates
-    ok = c["status"] == "ok"
+    ok = is_ok(c)
     frame = pd.DataFrame(
         {
             "run": c["run"],

@@ -11,9 +11,20 @@ import pandas as pd
 PAD = -1  # arch_matrix filler where a sequence is shorter than the longest one (runs of other spaces)
 
 
+def is_ok(c: pd.DataFrame) -> pd.Series:
+    """Row mask of the candidates that trained successfully (status "ok")."""
+    return c["status"] == "ok"
+
+
 def ok_candidates(c: pd.DataFrame) -> pd.DataFrame:
     """Candidates that trained successfully: only these have a quality and enter the population."""
-    return c[c["status"] == "ok"]
+    return c[is_ok(c)]
+
+
+def inserted(c: pd.DataFrame) -> pd.DataFrame:
+    """The successful candidates that entered the population, in insertion order (insert_seq)."""
+    ok = ok_candidates(c)
+    return ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
 
 
 def population_members(c: pd.DataFrame, run: str, version: int, p: int) -> pd.DataFrame:
@@ -21,6 +32,46 @@ def population_members(c: pd.DataFrame, run: str, version: int, p: int) -> pd.Da
     candidate and drops the oldest, so the members are the last p insertions, insert_seq in [version-p, version)."""
     seq = c["insert_seq"]
     return c[(c["run"] == run) & (seq >= version - p) & (seq < version)]
+
+
+def population_window(seq: np.ndarray, version: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """population_members for many versions at once, as positions in the sorted insert_seq array `seq`:
+    the members at version v are seq[start:stop], insert_seq in [v-p, v)."""
+    return np.searchsorted(seq, version - p, side="left"), np.searchsorted(seq, version, side="left")
+
+
+def concat_runs(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """The per-run frames of a table stacked, in `columns` order; an empty table with those columns if none."""
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+# --- the runs' search parameters (params["runs"][run]) -------------------------------------------
+
+def run_spec(params: dict, run: str) -> dict:
+    """The search parameters of `run`, empty when params does not list it."""
+    return params.get("runs", {}).get(run, {})
+
+
+def population_size(params: dict, run: str) -> int:
+    """p, the population size of `run` (required)."""
+    return int(params["runs"][run]["population"])
+
+
+def population_sample(params: dict, run: str) -> tuple[int, int]:
+    """(p, s): population and sample size of `run` (both required)."""
+    return population_size(params, run), int(params["runs"][run]["sample"])
+
+
+def num_choices(params: dict, run: str, seqs: np.ndarray | pd.DataFrame) -> list[int]:
+    """Per-position choice counts from the run parameters (runs.<run>.num_choices), else what the run's
+    sequences show (largest choice + 1 at each position); `seqs` is their arch_matrix, or the run's
+    candidates, whose matrix is then built only when the parameters do not declare the counts."""
+    declared = run_spec(params, run).get("num_choices")
+    if declared:
+        return [int(c) for c in declared]
+    if isinstance(seqs, pd.DataFrame):
+        seqs = arch_matrix(seqs)
+    return [int(c) + 1 for c in seqs.max(axis=0)] if seqs.size else []
 
 
 def arch_matrix(c: pd.DataFrame | pd.Series) -> np.ndarray:

@@ -8,19 +8,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .common import arch_matrix
-
-
-def _num_choices(params: dict, run: str, seqs: np.ndarray) -> list[int]:
-    """Per-position choice counts from the run parameters, else what the trace shows."""
-    declared = params.get("runs", {}).get(run, {}).get("num_choices")
-    if declared:
-        return [int(c) for c in declared]
-    return [int(c) + 1 for c in seqs.max(axis=0)] if seqs.size else []
+from .common import arch_matrix, concat_runs, num_choices, run_spec
 
 
 def _is_transfer_run(params: dict, run: str, group: pd.DataFrame) -> bool:
-    flag = params.get("runs", {}).get(run, {}).get("transfer")
+    flag = run_spec(params, run).get("transfer")
     return bool(flag) if flag is not None else bool(group["donor_id"].notna().any())
 
 
@@ -87,7 +79,7 @@ def trie(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> 
         frames.append(_run_trie(str(run), seqs, _covered_depth(group), min_fraction))
     columns = ["run", "node", "parent_node", "depth", "choice", "prefix", "candidates", "fraction",
                "transfers", "transfer_fraction"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return concat_runs(frames, columns)
 
 
 def choice_frequency(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -97,7 +89,7 @@ def choice_frequency(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, param
     frames = []
     for run, group in candidates.groupby("run", sort=True):
         seqs = arch_matrix(group)
-        choices = _num_choices(params, str(run), seqs)
+        choices = num_choices(params, str(run), seqs)
         width = len(choices)
         radix = max(max(choices, default=1), int(seqs.max()) + 1 if seqs.size else 1)
         stage = group["stage"].to_numpy()
@@ -124,11 +116,12 @@ def choice_frequency(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, param
         frames.append(frame)
     columns = ["run", "position", "choice", "candidates", "fraction", "stage1", "stage1_fraction",
                "stage2", "stage2_fraction", "uniform"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return concat_runs(frames, columns)
 
 
 def _positions(params: dict, run: str, group: pd.DataFrame) -> int:
-    declared = params.get("runs", {}).get(run, {}).get("num_choices")
+    """L, the number of positions of the run's sequences."""
+    declared = run_spec(params, run).get("num_choices")
     return len(declared) if declared else arch_matrix(group).shape[1]
 
 
@@ -147,7 +140,7 @@ def mutation_positions(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, par
             "expected": total / width if width else 0.0, "expected_fraction": 1.0 / width if width else 0.0,
         }))
     columns = ["run", "position", "mutations", "fraction", "expected", "expected_fraction"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return concat_runs(frames, columns)
 
 
 def mutation_uniformity(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -196,7 +189,7 @@ def prefix_length(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
             "expected": expected_fraction * total, "expected_fraction": expected_fraction,
         }))
     columns = ["run", "prefix_len", "candidates", "fraction", "expected", "expected_fraction"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return concat_runs(frames, columns)
 
 
 def transfer_summary(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from .common import ok_candidates
+
 FIG2_RANKS = (2, 3, 4)  # the most popular tensor is read everywhere, all the time: Fig. 2 leaves it out
 
 
@@ -189,7 +191,7 @@ def quanta_delay(s, w):
 
 def training_times(candidates: pd.DataFrame) -> pd.DataFrame:
     """Training time of each successful candidate (run, seconds): train_seconds when traced, else end - start."""
-    ok = candidates[candidates["status"] == "ok"]
+    ok = ok_candidates(candidates)
     span = (ok["end_time"] - ok["start_time"]).astype(float)
     if "train_seconds" in ok.columns:
         span = ok["train_seconds"].astype(float).fillna(span)

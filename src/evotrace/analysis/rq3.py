@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from .common import arch_matrix, prefix_ids, prefix_keys, seq_label
+from .common import (arch_matrix, concat_runs, inserted, is_ok, num_choices, population_sample, population_size,
+                     prefix_ids, prefix_keys, seq_label)
 
 ROLES = {"donor": "donor_id", "parent": "parent_id"}
 
@@ -21,10 +22,6 @@ def _runs(candidates: pd.DataFrame, params) -> list[str]:
     present = set(candidates["run"].unique())
     listed = [r for r in params.get("runs", {}) if r in present]
     return listed + sorted(present - set(listed))
-
-
-def _population(params, run) -> int:
-    return int(params["runs"][run]["population"])
 
 
 def _ids(series) -> np.ndarray:
@@ -54,9 +51,7 @@ def prefixed(candidates: pd.DataFrame, params) -> pd.DataFrame:
                 }
             )
         )
-    if not parts:
-        return pd.DataFrame(columns=["run", "job_id", "stage", "prefix_id", "prefix"])
-    return pd.concat(parts, ignore_index=True)
+    return concat_runs(parts, ["run", "job_id", "stage", "prefix_id", "prefix"])
 
 
 def prefix_table(candidates, tensor_reads, params) -> pd.DataFrame:
@@ -97,7 +92,7 @@ def _windows(candidates, params, ends_of) -> pd.DataFrame:
     tiers = params["analysis"]["tiers"]
     parts = []
     for run, c in pre.groupby("run", sort=False):
-        p = _population(params, run)
+        p = population_size(params, run)
         ends = ends_of(len(c), p)
         counts = _window_counts(c, ends, p)
         legend = c.drop_duplicates("prefix_id").set_index("prefix_id")["prefix"]
@@ -105,8 +100,7 @@ def _windows(candidates, params, ends_of) -> pd.DataFrame:
         counts["prefix"] = legend.reindex(counts["prefix_id"]).to_numpy()
         counts["tier"] = tier_of(counts["count"], counts["window"], tiers)
         parts.append(counts)
-    cols = ["run", "seen", "window", "prefix_id", "prefix", "count", "tier"]
-    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    return concat_runs(parts, ["run", "seen", "window", "prefix_id", "prefix", "count", "tier"])
 
 
 MAX_FRAMES = 200  # frames of one run's animation, so a 10^6-candidate trace stays small
@@ -161,7 +155,7 @@ def _role_probability(c: pd.DataFrame, column: str, p: int, k_max: int) -> pd.Da
     hit = last["hit"].fillna(False).to_numpy(bool)
     n = last["n"].to_numpy(np.int64)
 
-    ok_jobs = np.sort(job[(c["status"] == "ok").to_numpy()])
+    ok_jobs = np.sort(job[is_ok(c).to_numpy()])
     starts = np.arange(1, windows, dtype=np.int64) * p
     at_risk = int(np.searchsorted(ok_jobs, starts, side="left").sum())
     later = uses[(uses["window"] >= 1) & (uses["model"] < uses["window"] * p)]
@@ -187,7 +181,7 @@ def reuse_probability(candidates, tensor_reads, params) -> pd.DataFrame:
     for run in _runs(candidates, params):
         c = candidates[candidates["run"] == run]
         for role, column in ROLES.items():
-            part = _role_probability(c, column, _population(params, run), k_max)
+            part = _role_probability(c, column, population_size(params, run), k_max)
             part.insert(0, "role", role)
             part.insert(0, "run", run)
             parts.append(part)
@@ -213,10 +207,7 @@ def birthday(candidates, tensor_reads, params) -> pd.DataFrame:
     rows = []
     for run, c in pre.groupby("run", sort=False):
         stage1 = c[c["stage"] == 1]
-        choices = params["runs"].get(run, {}).get("num_choices")
-        if choices is None:
-            m = arch_matrix(candidates[candidates["run"] == run])[:, :length]
-            choices = m.max(axis=0) + 1
+        choices = num_choices(params, run, candidates[candidates["run"] == run])
         space = float(np.prod(np.asarray(choices[:length], float)))
         counts = stage1["prefix_id"].value_counts()
         k = int(counts.max()) if len(counts) else 0
@@ -229,7 +220,7 @@ def birthday(candidates, tensor_reads, params) -> pd.DataFrame:
 
 
 def _lag_events(c: pd.DataFrame, p: int, s: int) -> pd.DataFrame:
-    ok = c[(c["status"] == "ok") & c["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
+    ok = inserted(c)
     quality = ok["quality"].to_numpy(float)
     best = np.maximum.accumulate(quality) if len(quality) else quality
     new = np.r_[True, quality[1:] > best[:-1]] if len(quality) else np.zeros(0, bool)
@@ -288,8 +279,7 @@ def improvement_lag(candidates, tensor_reads, params) -> pd.DataFrame:
     of its training to the start of its first child."""
     parts = []
     for run in _runs(candidates, params):
-        info = params["runs"][run]
-        part = _lag_events(candidates[candidates["run"] == run], int(info["population"]), int(info["sample"]))
+        part = _lag_events(candidates[candidates["run"] == run], *population_sample(params, run))
         part.insert(0, "run", run)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .common import ok_candidates
+from .common import concat_runs, inserted, ok_candidates, population_sample, population_window
 
 TRIM_QUANTILE = 0.5  # the trimmed Fig. 3 axis starts at this quantile of the run's observed quality
 _CHUNK_CELLS = 1 << 22
@@ -44,14 +44,15 @@ def transfer_bound(population: np.ndarray, rank: np.ndarray, sample: np.ndarray)
     return stats.hypergeom.pmf(0, population, population - np.asarray(rank, dtype=np.int64), draws)
 
 
-def _run_params(params: dict, run: str) -> tuple[int, int]:
-    spec = params["runs"][run]
-    return int(spec["population"]), int(spec["sample"])
-
-
 def _ok(candidates: pd.DataFrame) -> pd.DataFrame:
     ok = ok_candidates(candidates)
     return ok[ok["quality"].notna()]
+
+
+def _members(group: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The run's inserted candidates with a quality, in insertion order: the rows, insert_seq and quality."""
+    ok = _ok(inserted(group))
+    return ok, ok["insert_seq"].to_numpy(dtype=np.int64), ok["quality"].to_numpy(dtype=np.float64)
 
 
 def quality(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -72,7 +73,7 @@ def quality(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) 
             "quality": q, "cummax": best, "improvement": q > before,
         }))
     columns = ["run", "job_id", "stage", "end_time", "completion", "quality", "cummax", "improvement"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return concat_runs(frames, columns)
 
 
 def improvements(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -118,13 +119,9 @@ def insertion_rank(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params:
     whether it ever became a parent or a donor (how many children and transfers it gave)."""
     frames = []
     for run, group in candidates.groupby("run", sort=True):
-        p, s = _run_params(params, str(run))
-        ok = _ok(group)
-        ok = ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
-        seq = ok["insert_seq"].to_numpy(dtype=np.int64)
-        q = ok["quality"].to_numpy(dtype=np.float64)
-        start = np.searchsorted(seq, seq - p + 1, side="left")
-        stop = np.arange(1, len(seq) + 1)
+        p, s = population_sample(params, str(run))
+        ok, seq, q = _members(group)
+        start, stop = population_window(seq, seq + 1, p)  # just after insertion k: the members at version k + 1
         rank = window_count_le(q, start, stop, q)
         population = stop - start
         children, donations = _uses(group, "parent_id"), _uses(group, "donor_id")
@@ -140,7 +137,7 @@ def insertion_rank(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params:
         }))
     columns = ["run", "job_id", "stage", "insert_seq", "end_time", "quality", "population", "rank", "sample",
                "transfer_bound", "children", "donations", "was_parent", "was_donor"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return concat_runs(frames, columns)
 
 
 def rank_outcomes(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -151,7 +148,7 @@ def rank_outcomes(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
     ranks = insertion_rank(candidates, tensor_reads, params)
     rows = []
     for run, group in ranks.groupby("run", sort=True):
-        p, s = _run_params(params, str(run))
+        p, s = population_sample(params, str(run))
         full = group[group["population"] == p]
         table = full.groupby("rank").agg(candidates=("job_id", "size"), parents=("was_parent", "sum"),
                                          donors=("was_donor", "sum")).reindex(np.arange(1, p + 1), fill_value=0)
@@ -162,7 +159,7 @@ def rank_outcomes(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
         table.insert(0, "run", str(run))
         rows.append(table)
     columns = ["run", "rank", "candidates", "parents", "parent_fraction", "donors", "donor_fraction", "transfer_bound"]
-    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+    return concat_runs(rows, columns)
 
 
 def worst_parents(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -176,11 +173,8 @@ def worst_parents(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
     ranks = insertion_rank(candidates, tensor_reads, params)
     rows = []
     for run, group in candidates.groupby("run", sort=True):
-        p, s = _run_params(params, str(run))
-        ok = _ok(group)
-        ok = ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
-        seq = ok["insert_seq"].to_numpy(dtype=np.int64)
-        q = ok["quality"].to_numpy(dtype=np.float64)
+        p, s = population_sample(params, str(run))
+        ok, seq, q = _members(group)
         child = group[group["parent_id"].notna()]
         parent = pd.to_numeric(child["parent_id"]).astype(np.int64).to_numpy()
         version = pd.to_numeric(child["population_version"]).astype(np.int64).to_numpy()
@@ -189,8 +183,7 @@ def worst_parents(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
         known = ~np.isnan(where)
         at = where[known].astype(np.int64)
         v = version[known]
-        start = np.searchsorted(seq, v - p, side="left")
-        stop = np.searchsorted(seq, v, side="left")
+        start, stop = population_window(seq, v, p)
         inside = (seq[at] >= v - p) & (seq[at] < v)
         rank = window_count_le(q, start, stop, q[at])
         worst = inside & (rank <= s - 1)

@@ -3,9 +3,7 @@ traces: those give only the runs' parameters) and export it to HTML, PDF and PNG
 
 from __future__ import annotations
 
-import sys
-
-from ..analysis.command import RQS, load_params, read_tables, rq_module
+from ..analysis.command import RQS, load_params, read_tables, report_errors, rq_module
 
 
 def figure(rq: str, name: str, tables_dir, config_json, traces_dir, out) -> None:
@@ -21,14 +19,7 @@ def figure(rq: str, name: str, tables_dir, config_json, traces_dir, out) -> None
 
 
 def _main(args) -> int:
-    from ..trace import TraceError
-
-    try:
-        figure(args.rq, args.name, args.tables_dir, args.config_json, args.traces_dir, args.out)
-    except (TraceError, KeyError) as err:
-        print(f"evotrace figure: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors("figure", figure, args.rq, args.name, args.tables_dir, args.config_json, args.traces_dir, args.out)
 
 
 def register(sub) -> None:

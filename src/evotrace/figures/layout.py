@@ -1,16 +1,45 @@
 """Layout helpers shared by the figure modules: the static size of a figure grows with its facet rows,
-facet spacing in pixels, and one shared axis title instead of one per facet."""
+facet spacing in pixels, and one shared axis title instead of one per facet; the order of the runs and the
+per-run facet titles."""
 
 from __future__ import annotations
 
 import math
 
+import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 WIDTH = 1100  # figures.export default width of a static image
 TOP, BOTTOM = 100, 80  # margins (px) around the plotting area of a facet grid
 LEFT, RIGHT = 90, 40
+TEMPLATE = "plotly_white"
+COLORS = qualitative.Plotly
+
+
+def sorted_runs(table: pd.DataFrame) -> list[str]:
+    """The runs of a table as text, sorted."""
+    return sorted(table["run"].astype(str).unique()) if len(table) else []
+
+
+def listed_runs(table: pd.DataFrame, params: dict) -> list[str]:
+    """The runs of a table in the order params lists them, then the others in order of appearance."""
+    present = list(dict.fromkeys(table["run"]))
+    listed = [r for r in params.get("runs", {}) if r in present]
+    return listed + [r for r in present if r not in listed]
+
+
+def by_run(table: pd.DataFrame) -> pd.DataFrame:
+    """A one-row-per-run table indexed by the run name as text."""
+    return table.assign(run=table["run"].astype(str)).set_index("run")
+
+
+def run_titles(runs: list[str], table: pd.DataFrame | None, title) -> list[str]:
+    """Facet titles: title(run, row of the run in the per-run `table`) where the table has the run, else
+    the run's name."""
+    rows = by_run(table) if table is not None else None
+    return [title(run, rows.loc[run]) if rows is not None and run in rows.index else run for run in runs]
 
 
 def height(rows: int, row_px: int = 220, gap_px: int = 70, top: int = TOP, bottom: int = BOTTOM) -> int:

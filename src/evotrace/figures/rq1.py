@@ -19,10 +19,6 @@ def _grid(titles: list[str], cols: int = 2, row_px: int = 220, gap_px: int = 70,
     return fig, cells
 
 
-def _runs(table: pd.DataFrame) -> list[str]:
-    return sorted(table["run"].astype(str).unique()) if len(table) else []
-
-
 def trie_layout(nodes: pd.DataFrame) -> pd.Series:
     """Vertical position of each node: leaves one unit apart in the order of their choice paths
     (a child sits inside its parent's band), each inner node at the mean of its children."""
@@ -47,7 +43,7 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     table = tables["trie"]
     wanted = [str(r) for r in params.get("analysis", {}).get("trie", {}).get("runs", [])]
     present = set(table["run"].astype(str))
-    runs = [r for r in wanted if r in present] or _runs(table)
+    runs = [r for r in wanted if r in present] or layout.sorted_runs(table)
     fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=runs or None, horizontal_spacing=0.04)
     drawn = table[table["run"].astype(str).isin(runs) & (table["parent_node"] >= 0)]
     top = float(drawn["transfers"].max()) if len(drawn) else 1.0
@@ -89,7 +85,7 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
               "<br><sup>node label: choice · share of the run's candidates with that prefix</sup>",
         coloraxis={"colorscale": "RdBu_r", "cmin": 0, "cmax": max(top, 1.0),
                    "colorbar": {"title": "transfers<br>covering<br>the prefix"}},
-        template="plotly_white", height=plot_px + TRIE_MARGIN_PX,
+        template=layout.TEMPLATE, height=plot_px + TRIE_MARGIN_PX,
         width=max(1100, 420 * len(runs)),
     )
     return fig
@@ -98,7 +94,7 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
 def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Share of each choice at each position, one heatmap per run, on a shared colour scale."""
     table = tables["choice_frequency"]
-    runs = _runs(table)
+    runs = layout.sorted_runs(table)
     choices = int(table["choice"].max()) + 1 if len(table) else 1
     row_px = int(np.clip(9 * choices + 60, 200, 380))  # a panel tall enough for its choices
     fig, cells = _grid(runs, cols=2, row_px=row_px, gap_px=75)
@@ -118,63 +114,54 @@ def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure
                          tickangle=0, row=r, col=c)
         fig.update_yaxes(dtick=1 if grid.shape[0] <= 10 else 5, row=r, col=c)
     layout.shared_ytitle(fig, "choice", shift_px=-40)
-    fig.update_layout(title="Per-position choice frequency (blank: not a choice at that position)", template="plotly_white",
+    fig.update_layout(title="Per-position choice frequency (blank: not a choice at that position)", template=layout.TEMPLATE,
                       coloraxis={"colorscale": "Viridis", "cmin": 0, "colorbar": {"title": "share", "tickformat": ".0%"}})
+    return fig
+
+
+def _against_expected(table: pd.DataFrame, summary: pd.DataFrame, title_of, x: str, observed: str, expected: str, *,
+                      colour: str, expected_name: str, line: dict, xtitle: str, yaxes: dict, ytitle: str,
+                      ytitle_shift: int, **layout_kw) -> go.Figure:
+    """One panel per run: bars of the observed column against the dashed line of the expected one; the
+    panel title is title_of(run, row of the run in the per-run `summary`)."""
+    runs = layout.sorted_runs(table)
+    fig, cells = _grid(layout.run_titles(runs, summary, title_of), cols=2, row_px=200, top=140)
+    low = layout.bottom_cells(cells)
+    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
+        part = table[table["run"].astype(str) == run]
+        fig.add_trace(go.Bar(x=part[x], y=part[observed], name="observed", marker_color=colour,
+                             legendgroup="observed", showlegend=i == 0), row=r, col=c)
+        fig.add_trace(go.Scatter(x=part[x], y=part[expected], mode="lines+markers", name=expected_name,
+                                 line={"color": "#e45756", "dash": "dash", **line}, legendgroup="uniform",
+                                 showlegend=i == 0), row=r, col=c)
+        fig.update_xaxes(title_text=xtitle if (r, c) in low else None, dtick=1 if len(part) <= 20 else None,
+                         row=r, col=c)
+        fig.update_yaxes(**yaxes, rangemode="tozero", row=r, col=c)
+    layout.shared_ytitle(fig, ytitle, shift_px=ytitle_shift)
+    fig.update_layout(template=layout.TEMPLATE, **layout_kw)
+    layout.top_legend(fig)
     return fig
 
 
 def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Mutations per position against the uniform expectation, with the chi-square result."""
-    table, tests = tables["mutation_positions"], tables["mutation_uniformity"]
-    runs = _runs(table)
-    tests = tests.assign(run=tests["run"].astype(str)).set_index("run")
-    titles = []
-    for run in runs:
-        t = tests.loc[run] if run in tests.index else None
-        titles.append(f"{run}: χ²={t['chisq']:.2f}, dof={int(t['dof'])}, p={t['p_value']:.3g}" if t is not None else run)
-    fig, cells = _grid(titles, cols=2, row_px=200, top=140)
-    low = layout.bottom_cells(cells)
-    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
-        part = table[table["run"].astype(str) == run]
-        fig.add_trace(go.Bar(x=part["position"], y=part["mutations"], name="observed", marker_color="#4c78a8",
-                             legendgroup="observed", showlegend=i == 0), row=r, col=c)
-        fig.add_trace(go.Scatter(x=part["position"], y=part["expected"], mode="lines+markers", name="uniform",
-                                 line={"color": "#e45756", "dash": "dash"}, legendgroup="uniform",
-                                 showlegend=i == 0), row=r, col=c)
-        fig.update_xaxes(title_text="mutated position" if (r, c) in low else None,
-                         dtick=1 if len(part) <= 20 else None, row=r, col=c)
-        fig.update_yaxes(rangemode="tozero", row=r, col=c)
-    layout.shared_ytitle(fig, "mutations (stage-2 candidates)", shift_px=-45)
-    fig.update_layout(title="Mutation position against uniform", template="plotly_white", barmode="overlay")
-    layout.top_legend(fig)
-    return fig
+    return _against_expected(tables["mutation_positions"], tables["mutation_uniformity"],
+                             lambda run, t: f"{run}: χ²={t['chisq']:.2f}, dof={int(t['dof'])}, p={t['p_value']:.3g}",
+                             "position", "mutations", "expected", colour="#4c78a8",
+                             expected_name="uniform", line={}, xtitle="mutated position", yaxes={},
+                             ytitle="mutations (stage-2 candidates)", ytitle_shift=-45,
+                             title="Mutation position against uniform", barmode="overlay")
 
 
 def prefix_length(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Transferred prefix length of stage-2 candidates against uniform mutation (1/L for 0..L-1)."""
-    table, summary = tables["prefix_length"], tables["transfer_summary"]
-    runs = _runs(table)
-    summary = summary.assign(run=summary["run"].astype(str)).set_index("run")
-    titles = []
-    for run in runs:
-        s = summary.loc[run] if run in summary.index else None
-        titles.append(f"{run}: mean {s['mean_prefix_len']:.2f} vs {s['expected_mean_prefix_len']:.2f}" if s is not None else run)
-    fig, cells = _grid(titles, cols=2, row_px=200, top=140)
-    low = layout.bottom_cells(cells)
-    for i, (run, (r, c)) in enumerate(zip(runs, cells)):
-        part = table[table["run"].astype(str) == run]
-        fig.add_trace(go.Bar(x=part["prefix_len"], y=part["fraction"], name="observed", marker_color="#54a24b",
-                             legendgroup="observed", showlegend=i == 0), row=r, col=c)
-        fig.add_trace(go.Scatter(x=part["prefix_len"], y=part["expected_fraction"], mode="lines+markers",
-                                 line={"color": "#e45756", "dash": "dash", "shape": "hvh"},
-                                 name="uniform mutation", legendgroup="uniform", showlegend=i == 0), row=r, col=c)
-        fig.update_xaxes(title_text="transferred prefix length" if (r, c) in low else None,
-                         dtick=1 if len(part) <= 20 else None, row=r, col=c)
-        fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=r, col=c)
-    layout.shared_ytitle(fig, "share of stage-2 candidates", shift_px=-55)
-    fig.update_layout(title="Transferred prefix length against uniform mutation", template="plotly_white")
-    layout.top_legend(fig)
-    return fig
+    return _against_expected(tables["prefix_length"], tables["transfer_summary"],
+                             lambda run, s: f"{run}: mean {s['mean_prefix_len']:.2f} vs {s['expected_mean_prefix_len']:.2f}",
+                             "prefix_len", "fraction", "expected_fraction", colour="#54a24b",
+                             expected_name="uniform mutation", line={"shape": "hvh"},
+                             xtitle="transferred prefix length", yaxes={"tickformat": ".0%"},
+                             ytitle="share of stage-2 candidates", ytitle_shift=-55,
+                             title="Transferred prefix length against uniform mutation")
 
 
 FIGURES = {

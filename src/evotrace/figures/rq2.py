@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from . import layout
+from .layout import COLORS, TEMPLATE
 
 SYMBOLS = {2: "circle", 3: "x", 4: "triangle-up"}
 OFFSET = {2: -0.15, 3: 0.0, 4: 0.15}  # worker offset of each popularity rank, so coinciding reads stay visible
-COLORS = qualitative.Plotly
-TEMPLATE = "plotly_white"
-
-
-def _runs(table, params) -> list[str]:
-    present = list(dict.fromkeys(table["run"]))
-    listed = [r for r in params.get("runs", {}) if r in present]
-    return listed + [r for r in present if r not in listed]
 
 
 def tensor_scatter(tables, params) -> go.Figure:
@@ -24,7 +16,7 @@ def tensor_scatter(tables, params) -> go.Figure:
     drawn a little above or below its worker's line (rank 2 below, 4 above) so that reads of several
     popular tensors by one candidate do not hide one another."""
     points = tables["popular_tensor_reads"]
-    runs = _runs(points, params) or ["(no tensor reads)"]
+    runs = layout.listed_runs(points, params) or ["(no tensor reads)"]
     fig, cells, rows = layout.grid(runs, cols=1, row_px=170, gap_px=75, top=140)
     workers = sorted(int(w) for w in points["worker"].dropna().unique()) or [0]
     for row, run in enumerate(runs, start=1):
@@ -58,23 +50,27 @@ def tensor_scatter(tables, params) -> go.Figure:
     return fig
 
 
+def _run_bars(t, params, x: str, y: str, customdata, hover: str) -> go.Figure:
+    """Grouped bars, one trace per run coloured by its place in the run order; the hover names the run."""
+    fig = go.Figure()
+    for i, run in enumerate(layout.listed_runs(t, params)):
+        sub = t[t["run"] == run]
+        fig.add_trace(go.Bar(x=sub[x], y=sub[y], name=run, marker_color=COLORS[i % len(COLORS)],
+                             customdata=sub[customdata], hovertemplate=hover + "<extra>" + run + "</extra>"))
+    fig.update_layout(barmode="group", template=TEMPLATE, height=520, legend_title_text="run")
+    return fig
+
+
 def reuse(tables, params) -> go.Figure:
     """Per-worker reuse within the next k candidates, one bar group per run."""
     t = tables["worker_reuse"]
-    fig = go.Figure()
-    for i, run in enumerate(_runs(t, params)):
-        sub = t[t["run"] == run]
-        fig.add_trace(
-            go.Bar(x=sub["worker"], y=sub["reuse_fraction"], name=run, marker_color=COLORS[i % len(COLORS)],
-                   customdata=sub[["reused", "reads"]],
-                   hovertemplate="worker %{x}: %{customdata[0]} of %{customdata[1]} reads reused<extra>" + run + "</extra>")
-        )
+    fig = _run_bars(t, params, "worker", "reuse_fraction", ["reused", "reads"],
+                    "worker %{x}: %{customdata[0]} of %{customdata[1]} reads reused")
     k = int(t["k"].iloc[0]) if len(t) else params["analysis"]["reuse_k"]
     fig.update_layout(
         title=f"Worker-local reuse: reads repeated by the same worker within its next {k} candidates",
-        barmode="group", xaxis_title="worker", yaxis_title="share of the worker's tensor reads", yaxis_range=[0, 1],
+        xaxis_title="worker", yaxis_title="share of the worker's tensor reads", yaxis_range=[0, 1],
         yaxis_tickformat=".0%", xaxis=dict(tickmode="array", tickvals=sorted(t["worker"].unique()) if len(t) else []),
-        template=TEMPLATE, height=520, legend_title_text="run",
     )
     return fig
 
@@ -82,19 +78,12 @@ def reuse(tables, params) -> go.Figure:
 def coaccess(tables, params) -> go.Figure:
     """Distribution of the number of other workers reading the same tensor within dt of each read."""
     t = tables["coaccess"]
-    fig = go.Figure()
-    for i, run in enumerate(_runs(t, params)):
-        sub = t[t["run"] == run]
-        fig.add_trace(go.Bar(
-            x=sub["other_workers"], y=sub["fraction"], name=run, marker_color=COLORS[i % len(COLORS)],
-            customdata=sub["reads"], hovertemplate="%{x} other workers: %{customdata} reads<extra>" + run + "</extra>",
-        ))
+    fig = _run_bars(t, params, "other_workers", "fraction", "reads", "%{x} other workers: %{customdata} reads")
     dt = float(t["dt"].iloc[0]) if len(t) else params["analysis"]["coaccess_dt"]
     fig.update_layout(
         title=f"Cross-worker co-access: other workers reading the same tensor within {dt:g} s",
-        barmode="group", xaxis_title=f"other workers reading the tensor within {dt:g} s of the read",
-        yaxis_title="share of reads", yaxis_tickformat=".0%", xaxis_dtick=1, template=TEMPLATE, height=520,
-        legend_title_text="run",
+        xaxis_title=f"other workers reading the tensor within {dt:g} s of the read",
+        yaxis_title="share of reads", yaxis_tickformat=".0%", xaxis_dtick=1,
     )
     return fig
 
@@ -102,7 +91,7 @@ def coaccess(tables, params) -> go.Figure:
 def quanta(tables, params) -> go.Figure:
     """Delay bound of a scheduling quanta against the number of workers, one line per quanta size s."""
     t = tables["quanta"]
-    runs = _runs(t, params) or ["(no runs)"]
+    runs = layout.listed_runs(t, params) or ["(no runs)"]
     fig, cells, rows = layout.grid(runs, cols=4, row_px=240, gap_px=85, hgap=0.06)
     low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):

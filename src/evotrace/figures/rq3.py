@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from . import layout
+from .layout import COLORS, TEMPLATE
 
 TIER_COLORS = {1: "#d62728", 2: "#ff7f0e", 3: "#1f77b4"}
-COLORS = qualitative.Plotly
-TEMPLATE = "plotly_white"
 BAR_WIDTH = 0.8  # in prefix ids: plotly widens the bars of a sparse histogram to the gap between ids
 MAX_FRAMES = 200  # frames of the animation, whatever the number of runs
-
-
-def _runs(table, params) -> list[str]:
-    present = list(dict.fromkeys(table["run"]))
-    listed = [r for r in params.get("runs", {}) if r in present]
-    return listed + [r for r in present if r not in listed]
 
 
 def _id_ranges(tables, runs) -> dict[str, list[float]]:
@@ -56,7 +48,7 @@ def _tier_note(params) -> str:
 def prefix_histograms(tables, params) -> go.Figure:
     """Fig. 4: prefix histograms of the last p candidates; rows = runs, columns = snapshots."""
     snaps = tables["prefix_snapshots"]
-    runs = _runs(tables["prefix_ids"], params) or ["(no candidates)"]
+    runs = layout.listed_runs(tables["prefix_ids"], params) or ["(no candidates)"]
     seen = sorted(snaps["seen"].unique()) or [0]
     titles = [f"after {n} candidates" for n in seen] + [""] * (len(seen) * (len(runs) - 1))
     fig, _, rows = layout.grid(titles, cols=len(seen), row_px=160, gap_px=45, hgap=0.05, top=150)
@@ -90,7 +82,7 @@ def prefix_animation(tables, params) -> go.Figure:
     """Animated Fig. 4 over the whole search: one bar trace per run (row), one frame every ~p/10
     candidates (at most MAX_FRAMES); a run that ended earlier keeps showing its last window."""
     frames_t = tables["prefix_frames"]
-    runs = _runs(frames_t, params) or ["(no candidates)"]
+    runs = layout.listed_runs(frames_t, params) or ["(no candidates)"]
     bottom = 190  # x-axis title, then the play buttons and the slider
     total = layout.height(len(runs), 150, 45, top=layout.TOP, bottom=bottom)
     fig = make_subplots(rows=len(runs), cols=1,
@@ -148,7 +140,7 @@ def prefix_animation(tables, params) -> go.Figure:
 def tiers(tables, params) -> go.Figure:
     """Share of each window's candidates carried by tier-1, tier-2 and tier-3 prefixes; rows = runs."""
     t = tables["tiers"]
-    runs = _runs(t, params) or ["(no candidates)"]
+    runs = layout.listed_runs(t, params) or ["(no candidates)"]
     top = 150
     total = layout.height(len(runs), 130, 35, top=top)
     fig = make_subplots(rows=len(runs), cols=1, shared_xaxes=True,
@@ -176,7 +168,7 @@ def tiers(tables, params) -> go.Figure:
 def donor_probability(tables, params) -> go.Figure:
     """P(donor / parent in the next window | >= k uses in the last window) against the base rate."""
     t = tables["reuse_probability"]
-    runs = _runs(t, params)
+    runs = layout.listed_runs(t, params)
     roles = list(dict.fromkeys(t["role"])) or ["donor", "parent"]
     fig = make_subplots(rows=1, cols=len(roles), subplot_titles=[f"{r} in the next window" for r in roles],
                         shared_yaxes=True, horizontal_spacing=0.05)
@@ -208,7 +200,7 @@ def donor_probability(tables, params) -> go.Figure:
 def birthday(tables, params) -> go.Figure:
     """Stage-1 size against the generalized birthday bound for the observed maximum prefix count."""
     t = tables["birthday"]
-    runs = _runs(t, params)
+    runs = layout.listed_runs(t, params)
     t = t.set_index("run").reindex(runs)
     fig = go.Figure()
     series = [("stage1_size", "stage-1 candidates"),
@@ -233,7 +225,7 @@ def improvement_lag(tables, params) -> go.Figure:
     """Creations between a new best model becoming available and its first child, against p/s; one
     panel per run on common axes (in one panel the runs' points coincide at the end of stage 1)."""
     t = tables["improvement_lag"]
-    runs = _runs(t, params) or ["(no runs)"]
+    runs = layout.listed_runs(t, params) or ["(no runs)"]
     fig, cells, _ = layout.grid(runs, cols=4, row_px=230, gap_px=80, hgap=0.04, top=130)
     low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):

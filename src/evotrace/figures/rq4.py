@@ -17,16 +17,11 @@ def _grid(titles: list[str], cols: int = 2, row_px: int = 220, gap_px: int = 80,
     return fig, cells
 
 
-def _runs(table: pd.DataFrame) -> list[str]:
-    return sorted(table["run"].astype(str).unique()) if len(table) else []
-
-
 def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
-    table, summary = tables["quality"], tables["quality_summary"]
-    summary = summary.assign(run=summary["run"].astype(str)).set_index("run")
-    runs = _runs(table)
-    titles = [f"{run} ({int(summary.loc[run, 'hidden'])} below the axis)" if trimmed and run in summary.index else run
-              for run in runs]
+    table, summary = tables["quality"], layout.by_run(tables["quality_summary"])
+    runs = layout.sorted_runs(table)
+    titles = (layout.run_titles(runs, tables["quality_summary"], lambda run, s: f"{run} ({int(s['hidden'])} below the axis)")
+              if trimmed else runs)
     fig, cells = _grid(titles)
     bottom = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
@@ -50,7 +45,7 @@ def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
         fig.update_xaxes(title_text="end time (s since the search started)" if (r, c) in bottom else None, row=r, col=c)
     layout.shared_ytitle(fig, "quality", shift_px=-55)
     what = "trimmed to the upper part of the quality range" if trimmed else "full quality range"
-    fig.update_layout(title=f"Observed and cumulative maximum quality ({what})", template="plotly_white")
+    fig.update_layout(title=f"Observed and cumulative maximum quality ({what})", template=layout.TEMPLATE)
     layout.top_legend(fig)
     return fig
 
@@ -69,14 +64,14 @@ def improvements(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Gain of each new maximum against the time it was reached: the diminishing returns."""
     table = tables["improvements"]
     fig = go.Figure()
-    for run in _runs(table):
+    for run in layout.sorted_runs(table):
         part = table[(table["run"].astype(str) == run) & table["gain"].notna()]
         fig.add_trace(go.Scatter(x=part["end_time"], y=part["gain"], mode="lines+markers", name=run,
                                  customdata=part[["job_id", "quality"]].to_numpy(),
                                  hovertemplate="job %{customdata[0]}: quality %{customdata[1]:.4f}<br>gain %{y:.4f}<extra></extra>"))
     gains = table["gain"].dropna().to_numpy(float)
     log = len(gains) > 1 and (gains > 0).all() and gains.max() / gains.min() > 20  # gains over decades: log axis
-    fig.update_layout(title="Gain of each improvement of the maximum quality", template="plotly_white",
+    fig.update_layout(title="Gain of each improvement of the maximum quality", template=layout.TEMPLATE,
                       xaxis_title="end time (s since the search started)",
                       yaxis_title="gain over the previous maximum" + (" (log scale)" if log else ""),
                       yaxis_type="log" if log else "linear", height=560, legend_title_text="run")
@@ -89,13 +84,10 @@ def improvements(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
 def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Share of candidates that ever became parents or donors by rank at insertion into a full
     population, against the one-draw bound p(X=0 | H(p, p-lambda, s)); the dotted line marks s."""
-    table, checks = tables["rank_outcomes"], tables.get("worst_parents")
-    runs = _runs(table)
-    if checks is not None:
-        checks = checks.assign(run=checks["run"].astype(str)).set_index("run")
-    titles = [f"{run}<br><sup>parent among the s-1 worst in {int(checks.loc[run, 'worst_draws'])} of "
-              f"{int(checks.loc[run, 'draws'])} draws</sup>"
-              if checks is not None and run in checks.index else run for run in runs]
+    table = tables["rank_outcomes"]
+    runs = layout.sorted_runs(table)
+    titles = layout.run_titles(runs, tables.get("worst_parents"), lambda run, w: (
+        f"{run}<br><sup>parent among the s-1 worst in {int(w['worst_draws'])} of {int(w['draws'])} draws</sup>"))
     fig, cells = _grid(titles, gap_px=95)
     low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
@@ -113,7 +105,7 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
         fig.update_xaxes(title_text="rank λ at insertion (1 = worst)" if (r, c) in low else None, row=r, col=c)
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=r, col=c)
     layout.shared_ytitle(fig, "share of the candidates inserted at rank λ", shift_px=-55)
-    fig.update_layout(title="Rank at insertion against later use as parent or donor", template="plotly_white",
+    fig.update_layout(title="Rank at insertion against later use as parent or donor", template=layout.TEMPLATE,
                       barmode="group")
     layout.top_legend(fig)
     return fig

@@ -106,6 +106,8 @@ def _make_search_class():
 
         def on_done(self, job):
             self.metadata[int(job.args["job_id"])] = job.metadata
+            for bulky in ("tensor_popularity", "population_qualities"):  # DeepHyper keeps every job's args
+                job.args.pop(bulky, None)
 
     class TracedRegularizedEvolution(Search):
         """Algorithm 1 behind DeepHyper's Search interface: `_ask` creates candidates (or re-submits
