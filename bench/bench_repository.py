@@ -3,8 +3,9 @@
 Each model is a state_dict of a few MB. The repository path hashes every tensor on write and verifies
 it on read, writes safetensors + metadata JSON through temp-file/fsync/rename; the raw path writes the
 tensor bytes to one file per model (same fsync + rename, so durability is equal) and reads it back
-whole. Reads come from the page cache on both sides. "repo noverify" writes with crc32 and reads without
-checking hashes: the I/O path alone."""
+whole. Reads come from the page cache on both sides. "repo <algorithm>" hashes with that algorithm
+(xxh3_128 is the repository's default); "repo noverify" writes with crc32 and reads without checking
+hashes: the I/O path alone."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from evotrace.repository import ModelRepository
+from evotrace.repository import HASHES, ModelRepository
 
 
 def models(n, mb, tensors, seed=0):
@@ -75,6 +76,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--hash-threads", type=int, default=None, help="default: the repository's (up to 4 cores)")
     ap.add_argument("--fsync", choices=["both", "on", "off"], default="both")
+    ap.add_argument("--algorithms", nargs="+", choices=HASHES, default=list(HASHES),
+                    help="hashes to compare (default: all, the repository's default first)")
     args = ap.parse_args()
     states = models(args.models, args.mb, args.tensors)
     total = sum(t.numel() * 4 for sd in states for t in sd.values()) / 2**20
@@ -82,8 +85,8 @@ def main():
     print("best of", args.repeat, "interleaved repeats;", "hash threads:", args.hash_threads or "default")
     print(f"{args.models} models x {args.mb} MB ({args.tensors} tensors each) = {total:.0f} MB, in {base}")
     try:
-        variants = [("raw", None, True), ("repo sha256", "sha256", True), ("repo crc32", "crc32", True),
-                    ("repo blake2b", "blake2b", True), ("repo noverify", "crc32", False)]
+        variants = [("raw", None, True)] + [(f"repo {a}", a, True) for a in args.algorithms]
+        variants.append(("repo noverify", "crc32", False))
         for fsync in {"both": (True, False), "on": (True,), "off": (False,)}[args.fsync]:
             results = {}
             for rep in range(args.repeat):  # variants interleaved, so page-cache writeback hits all alike

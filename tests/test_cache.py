@@ -84,3 +84,18 @@ def test_popularity_window_counts():
     assert w.snapshot() == {"a": 1, "b": 1, "c": 1}
     w.observe(["b", "b"])
     assert w.count("b") == 2 and w.popular() == {"b"}
+
+
+@pytest.mark.parametrize("algorithm", ["xxh3_128", "sha256"])
+def test_hit_verified_with_the_entry_algorithm_and_byte_flip_detected(tmp_path, algorithm):
+    t = torch.arange(64, dtype=torch.float32)
+    digest = tensor_hash(t) if algorithm == "xxh3_128" else tensor_hash(t, "sha256")  # default: xxh3_128
+    assert digest.startswith(algorithm + ":")
+    e = {"tensor_id": "m/w", "nbytes": 256, "hash": digest}
+    cache = TensorCache(tmp_path, capacity_bytes=1 << 20, policy="lru")
+    assert cache.put(e, t) and torch.equal(cache.get(e), t) and cache.hits == 1
+    (path,) = tmp_path.glob("*.safetensors")
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0x01  # one bit inside the tensor data (the last 256 bytes)
+    path.write_bytes(bytes(blob))
+    assert cache.get(e) is None and cache.corrupt == 1 and "m/w" not in cache

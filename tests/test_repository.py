@@ -34,7 +34,7 @@ def _header_len(path) -> int:
         return struct.unpack("<Q", fh.read(8))[0]
 
 
-@pytest.mark.parametrize("algorithm", ["sha256", "crc32", "blake2b"])
+@pytest.mark.parametrize("algorithm", ["xxh3_128", "sha256", "crc32", "blake2b"])
 def test_round_trip_bit_exact(tmp_path, algorithm):
     repo = ModelRepository(tmp_path / "repo", hash_algorithm=algorithm)
     sd = _state(1)
@@ -128,6 +128,39 @@ def test_corrupted_data_and_header_are_detected(tmp_path):
     path.unlink()
     with pytest.raises(CorruptTensor):
         ModelRepository(tmp_path).load(3)
+
+
+def test_default_xxh3_detects_a_byte_flip_and_sha256_entries_still_verify(tmp_path):
+    from evotrace.repository import DEFAULT_HASH, tensor_hash
+    assert DEFAULT_HASH == "xxh3_128"
+    old = ModelRepository(tmp_path, hash_algorithm="sha256")  # a model written before the default changed
+    old_sd = _state(6)
+    old.put(1, (0,), 0.1, old_sd)
+    repo = ModelRepository(tmp_path)
+    assert repo.hash_algorithm == "xxh3_128"
+    child = dict(_state(7), a=old_sd["a"].clone())
+    res = repo.put(2, (0, 1), 0.2, child, inherited={"a": old.get_manifest(1)["a"]})
+    assert res.rewritten == [] and res.tensors_inherited == 1  # the sha256 entry verified on put
+    manifest = ModelRepository(tmp_path).get_manifest(2)
+    assert manifest["a"]["hash"].startswith("sha256:") and manifest["a"]["owner"] == 1
+    for name in ("b", "c", "steps"):
+        assert manifest[name]["hash"] == tensor_hash(child[name])
+        assert manifest[name]["hash"].startswith("xxh3_128:") and len(manifest[name]["hash"]) == 9 + 32
+    loaded = ModelRepository(tmp_path).load(2)  # mixed sha256 + xxh3_128 entries verify
+    assert all(torch.equal(loaded[n], child[n]) for n in child)
+    assert all(torch.equal(t, old_sd[n]) for n, t in ModelRepository(tmp_path).load(1).items())
+
+    path = tmp_path / "tensors/2.safetensors"
+    with open(path, "rb") as fh:
+        fh.seek(8)
+        header = json.loads(fh.read(_header_len(path)))
+    blob = bytearray(path.read_bytes())
+    blob[8 + _header_len(path) + header["c"]["data_offsets"][0] + 3] ^= 0x01  # one bit of one byte
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CorruptTensor) as err:
+        ModelRepository(tmp_path).read_tensor(manifest["c"])
+    assert err.value.model_id == 2 and err.value.name == "c" and "hash mismatch" in err.value.reason
+    assert torch.equal(ModelRepository(tmp_path).read_tensor(manifest["a"]), old_sd["a"])  # sha256 entry intact
 
 
 _WRITER = textwrap.dedent(

@@ -10,7 +10,8 @@ Policies:
                 tensors below that threshold first, then the least popular, least recently used.
 
 Each tensor is its own safetensors file named by a digest of its tensor id; a hit is checked against
-the manifest hash, and a bad copy is dropped and counted as a miss.
+the manifest hash with the algorithm that hash records (the repository's default, xxh3_128, for new
+entries; sha256, blake2b or crc32 for older ones), and a bad copy is dropped and counted as a miss.
 """
 
 from __future__ import annotations

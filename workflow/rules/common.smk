@@ -45,6 +45,18 @@ def caption_of(rq, figure):
     )
 
 
+# figures whose interactive HTML goes into the report; the others appear there as PNG (each HTML file
+# embeds plotly.js, which would make the report hundreds of MB)
+INTERACTIVE = {"prefix_animation"}
+
+
+def figure_file(rq, figure, ext):
+    path = f"{RESULTS}/figures/{rq}/{figure}.{ext}"
+    if ext == "png" or (ext == "html" and figure in INTERACTIVE):
+        return report(path, caption=caption_of(rq, figure), category=rq.upper())
+    return path
+
+
 def dataset_of(wildcards):
     return f"resources/data/{config['runs'][wildcards.run]['dataset']}.npz"
 

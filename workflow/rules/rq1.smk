@@ -30,13 +30,9 @@ for _figure in figures_of("rq1"):
             tables=rules.rq1_tables.output,
             config=f"{RESULTS}/config.json",
         output:
-            html=report(
-                f"{RESULTS}/figures/rq1/{_figure}.html",
-                caption=caption_of("rq1", _figure),
-                category="RQ1",
-            ),
-            pdf=f"{RESULTS}/figures/rq1/{_figure}.pdf",
-            png=f"{RESULTS}/figures/rq1/{_figure}.png",
+            html=figure_file("rq1", _figure, "html"),
+            pdf=figure_file("rq1", _figure, "pdf"),
+            png=figure_file("rq1", _figure, "png"),
         log:
             f"{LOGS}/figures/rq1_{_figure}.log",
         localrule: True

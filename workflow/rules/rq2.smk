@@ -30,13 +30,9 @@ for _figure in figures_of("rq2"):
             tables=rules.rq2_tables.output,
             config=f"{RESULTS}/config.json",
         output:
-            html=report(
-                f"{RESULTS}/figures/rq2/{_figure}.html",
-                caption=caption_of("rq2", _figure),
-                category="RQ2",
-            ),
-            pdf=f"{RESULTS}/figures/rq2/{_figure}.pdf",
-            png=f"{RESULTS}/figures/rq2/{_figure}.png",
+            html=figure_file("rq2", _figure, "html"),
+            pdf=figure_file("rq2", _figure, "pdf"),
+            png=figure_file("rq2", _figure, "png"),
         log:
             f"{LOGS}/figures/rq2_{_figure}.log",
         localrule: True

@@ -30,13 +30,9 @@ for _figure in figures_of("rq3"):
             tables=rules.rq3_tables.output,
             config=f"{RESULTS}/config.json",
         output:
-            html=report(
-                f"{RESULTS}/figures/rq3/{_figure}.html",
-                caption=caption_of("rq3", _figure),
-                category="RQ3",
-            ),
-            pdf=f"{RESULTS}/figures/rq3/{_figure}.pdf",
-            png=f"{RESULTS}/figures/rq3/{_figure}.png",
+            html=figure_file("rq3", _figure, "html"),
+            pdf=figure_file("rq3", _figure, "pdf"),
+            png=figure_file("rq3", _figure, "png"),
         log:
             f"{LOGS}/figures/rq3_{_figure}.log",
         localrule: True

@@ -30,13 +30,9 @@ for _figure in figures_of("rq4"):
             tables=rules.rq4_tables.output,
             config=f"{RESULTS}/config.json",
         output:
-            html=report(
-                f"{RESULTS}/figures/rq4/{_figure}.html",
-                caption=caption_of("rq4", _figure),
-                category="RQ4",
-            ),
-            pdf=f"{RESULTS}/figures/rq4/{_figure}.pdf",
-            png=f"{RESULTS}/figures/rq4/{_figure}.png",
+            html=figure_file("rq4", _figure, "html"),
+            pdf=figure_file("rq4", _figure, "pdf"),
+            png=figure_file("rq4", _figure, "png"),
         log:
             f"{LOGS}/figures/rq4_{_figure}.log",
         localrule: True
