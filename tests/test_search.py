@@ -230,3 +230,26 @@ def test_transfer_search_picks_longest_prefix_donors(tmp_path, tabular):
     assert (reads.groupby("job_id").size() == with_donor.set_index("job_id")["n_transferred_tensors"].reindex(
         reads["job_id"].unique())).all()
     assert set(reads["owner_id"]) <= set(stored["job_id"])
+
+
+@pytest.mark.mpi
+def test_sigterm_writes_the_completed_candidates_then_resumes(tmp_path, tabular):
+    """PBS walltime and qdel send SIGTERM: the master writes what completed, a rerun finishes the search."""
+    spec = make_spec(tmp_path, tabular, n=50, p=10, s=3, workers=2, evaluation={"kind": "sleep", "seconds": 0.1})
+    journal = spec.parent / "journal.jsonl"
+    proc = subprocess.Popen(search_cmd(spec, 2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and journal.read_text().count('"e":"d"') >= 15):
+        time.sleep(0.1)
+    master = next(c for c in psutil.Process(proc.pid).children(recursive=True)
+                  if c.environ().get("PMI_RANK") == "0" and "evotrace" in " ".join(c.cmdline()))
+    master.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "SIGTERM received" in err
+    partial = pd.read_parquet(spec.parent / "candidates.partial.parquet")
+    assert 15 <= len(partial) < 50 and (partial["status"] == "ok").all()
+    assert not (spec.parent / "candidates.parquet").exists()
+    trace, _ = run_search(spec, 2)
+    assert len(trace) == 50 and not (spec.parent / "candidates.partial.parquet").exists()
+    merged = trace.set_index("job_id").loc[partial["job_id"]]
+    assert (merged["quality"].to_numpy() == partial["quality"].to_numpy()).all()
