@@ -80,3 +80,11 @@ def test_small_study_end_to_end(workdir):
     report = snakemake(*workflow_args(workdir, "local", "config/ci.yaml"), "--report", str(results / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (results / "report.html").stat().st_size > 100_000
+
+
+def test_workflow_is_lint_and_format_clean():
+    lint = snakemake("--lint")
+    assert lint.returncode == 0, lint.stdout[-3000:]
+    snakefmt = str(Path(sys.executable).parent / "snakefmt")
+    fmt = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=REPO, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr[-2000:]
