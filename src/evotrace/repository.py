@@ -36,7 +36,6 @@ from typing import Iterable, Mapping
 
 import torch
 import xxhash
-from safetensors import safe_open
 
 FORMAT = 1
 HASHES = ("xxh3_128", "sha256", "crc32", "blake2b")
@@ -58,22 +57,16 @@ class ModelExists(FileExistsError):
 def _bytes_view(tensor: torch.Tensor) -> memoryview:
     """The tensor's raw bytes without a copy (for a contiguous tensor; hashlib releases the GIL on large
     buffers)."""
-    flat = tensor.detach().contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy())
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    if not tensor.is_contiguous():
+        tensor = tensor.contiguous()
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
 def tensor_hash(tensor: torch.Tensor, algorithm: str = DEFAULT_HASH) -> str:
     """"<algorithm>:<hex digest>" of the tensor's raw bytes, hashed in place (no copy)."""
-    data = _bytes_view(tensor)
-    if algorithm == "xxh3_128":
-        return "xxh3_128:" + xxhash.xxh3_128_hexdigest(data)
-    if algorithm == "sha256":
-        return "sha256:" + hashlib.sha256(data).hexdigest()
-    if algorithm == "blake2b":
-        return "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
-    if algorithm == "crc32":
-        return f"crc32:{zlib.crc32(data):08x}"
-    raise ValueError(f"unknown hash {algorithm!r}; choose from {HASHES}")
+    return _digest(_bytes_view(tensor), algorithm)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -106,42 +99,111 @@ _ST_DTYPES = {
 }
 
 
+_ST_TO_TORCH = {code: dtype for dtype, code in _ST_DTYPES.items()}
+_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+
+
+def _digest(data, algorithm: str) -> str:
+    """"<algorithm>:<hex digest>" of a bytes-like object (the same digest tensor_hash gives its tensor)."""
+    if algorithm == "xxh3_128":
+        return "xxh3_128:" + xxhash.xxh3_128_hexdigest(data)
+    if algorithm == "sha256":
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    if algorithm == "blake2b":
+        return "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+    if algorithm == "crc32":
+        return f"crc32:{zlib.crc32(data):08x}"
+    raise ValueError(f"unknown hash {algorithm!r}; choose from {HASHES}")
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                      algorithm: str, threads: int, fsync: bool, progress=None) -> dict[str, str]:
-    """Write a standard safetensors file (readable by safe_open) while the tensors are hashed on other
-    threads: the bytes go straight from each tensor's memory to the file, as a raw write would, and
-    hashing overlaps with the write. Returns name -> hash."""
+                      algorithm: str, threads: int, fsync: bool, progress=None, before_sync=None,
+                      after_open=None) -> dict[str, str]:
+    """Write a standard safetensors file (readable by safe_open) and hash each tensor from the very
+    memory the write just read (still in cache): one pass over the bytes, no copy, as a raw write would.
+    The file is created exclusively (O_EXCL) at `path`; `after_open()`, if given, is called once it is
+    created and `before_sync(hashes)` once all bytes are written, before the fsync. Returns name -> hash. (`threads` is accepted for
+    compatibility; hashing from a warm cache is cheaper than handing it to another thread.)"""
     order = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))  # keeps offsets aligned
     header: dict = {"__metadata__": dict(metadata)}
+    views = []
     offset = 0
     for name in order:
         t = tensors[name]
         if t.dtype not in _ST_DTYPES:
             raise TypeError(f"tensor {name!r}: dtype {t.dtype} has no safetensors code")
-        nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
+        view = _bytes_view(t)
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + view.nbytes]}
+        offset += view.nbytes
+        views.append(view)
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    if threads >= 1:
-        futures = {n: _pool(threads).submit(tensor_hash, tensors[n], algorithm) for n in order}
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)))
-        fh.write(blob)
-        for i, name in enumerate(order):
-            fh.write(_bytes_view(tensors[name]))
+    hashes = {}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        if after_open is not None:
+            after_open()
+        _write_all(fd, struct.pack("<Q", len(blob)) + blob)
+        for i, (name, view) in enumerate(zip(order, views)):
+            _write_all(fd, view)
+            hashes[name] = _digest(view, algorithm)
             if progress is not None:
                 progress(i + 1, len(order))
-        fh.flush()
+        if before_sync is not None:
+            before_sync(hashes)
         if fsync:
-            os.fsync(fh.fileno())
-    if threads >= 1:
-        return {n: f.result() for n, f in futures.items()}
-    return {n: tensor_hash(tensors[n], algorithm) for n in order}
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return hashes
+
+
+def _preadv_all(fd: int, views: list, offset: int, path) -> None:
+    """Fill `views` (writable byte views) from consecutive file bytes starting at `offset`."""
+    views = [v for v in views if v.nbytes]
+    while views:
+        got = os.preadv(fd, views[:1024], offset)
+        if got == 0:
+            raise EOFError(f"{path}: file ends before byte {offset}")
+        offset += got
+        while views and got >= views[0].nbytes:
+            got -= views[0].nbytes
+            views.pop(0)
+        if got:
+            views[0] = views[0][got:]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+_META_POOL: ThreadPoolExecutor | None = None
+
+
+def _meta_pool() -> ThreadPoolExecutor:
+    global _META_POOL
+    if _META_POOL is None:
+        _META_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evotrace-meta")
+    return _META_POOL
+
+
+def _create(path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+
+def _write_close(fd: int, data: bytes, fsync: bool) -> None:
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_path(path, directory: bool = False) -> None:
@@ -261,23 +323,6 @@ class ModelRepository:
             own[name] = tensor.detach().contiguous()
 
         rel = self._tensor_rel(model_id) if own else None
-        file_bytes = 0
-        hashes: dict[str, str] = {}
-        if own:
-            tmp = self._tmp("tensors")
-            try:
-                hashes = write_safetensors(
-                    tmp, own, {"model_id": str(model_id), "format": str(FORMAT)},
-                    self.hash_algorithm, self.hash_threads, self.fsync,
-                    progress=None if self._crash_hook is None else self._half_written,
-                )
-                self._stage("tensors_written")
-                self._publish(tmp, self.root / rel, sync_dir=True)  # durable before any metadata names it
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            file_bytes = (self.root / rel).stat().st_size
-        self._stage("tensors_published")
         for name, tensor in own.items():
             manifest[name] = {
                 "tensor_id": f"{model_id}/{name}",
@@ -287,9 +332,8 @@ class ModelRepository:
                 "nbytes": tensor.numel() * tensor.element_size(),
                 "dtype": _dtype_name(tensor.dtype),
                 "shape": list(tensor.shape),
-                "hash": hashes[name],
+                "hash": None,  # filled in while the tensor file is written
             }
-
         meta = {
             "format": FORMAT,
             "model_id": model_id,
@@ -300,17 +344,65 @@ class ModelRepository:
             "extra": extra or {},
             "manifest": manifest,
         }
-        blob = json.dumps(meta, separators=(",", ":")).encode()
-        tmp = self._tmp("models")
+
+        # The metadata goes to its own temporary file on a helper thread, overlapping the tensor file's
+        # write and fsync (creating a file and syncing a small one cost about as much as a few MB of
+        # data here). Only its rename publishes the model, and that comes after the tensor file is
+        # durable under its final name (file fsync, rename, directory fsync).
+        pool = _meta_pool()
+        meta_tmp = self._tmp("models")
+        meta_fd = None
+        meta_job = None
+
+        def create_meta() -> None:  # after the tensor file's own create: the two would contend
+            nonlocal meta_fd
+            meta_fd = pool.submit(_create, meta_tmp)
+        blob = b""
+
+        def submit_meta(hashes: Mapping[str, str]) -> None:
+            nonlocal meta_job, blob
+            for name, digest in hashes.items():
+                manifest[name]["hash"] = digest
+            blob = json.dumps(meta, separators=(",", ":")).encode()
+            if meta_fd is None:
+                create_meta()
+            fd = meta_fd.result()
+            meta_job = pool.submit(_write_close, fd, blob, self.fsync)
+
+        file_bytes = 0
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                if self.fsync:
-                    os.fsync(fh.fileno())
-            self._publish(tmp, meta_path, sync_dir=False)  # a lost rename only hides the model
+            if own:
+                tmp = self._tmp("tensors")
+                try:
+                    write_safetensors(
+                        tmp, own, {"model_id": str(model_id), "format": str(FORMAT)},
+                        self.hash_algorithm, self.hash_threads, self.fsync,
+                        progress=None if self._crash_hook is None else self._half_written,
+                        before_sync=submit_meta, after_open=create_meta,
+                    )
+                    self._stage("tensors_written")
+                    self._publish(tmp, self.root / rel, sync_dir=True)  # durable before any metadata names it
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                file_bytes = (self.root / rel).stat().st_size
+            else:
+                submit_meta({})
+            self._stage("tensors_published")
+            meta_job.result()  # metadata written (and synced) under its temporary name
+            self._publish(meta_tmp, meta_path, sync_dir=False)  # a lost rename only hides the model
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if meta_job is None and meta_fd is not None:  # the descriptor was never handed to _write_close
+                try:
+                    os.close(meta_fd.result())
+                except BaseException:
+                    pass
+            elif meta_job is not None:
+                try:
+                    meta_job.result()
+                except BaseException:
+                    pass
+            meta_tmp.unlink(missing_ok=True)
             raise
         written = file_bytes + len(blob)
         self.bytes_written += written
@@ -382,7 +474,12 @@ class ModelRepository:
 
     def read_tensors(self, entries: Mapping[str, dict], verify: bool = True) -> dict[str, torch.Tensor]:
         """Read the given entries (name -> manifest entry), opening each file once; every tensor is
-        checked against its entry's dtype, shape and hash. Raises CorruptTensor on the first mismatch."""
+        checked against its entry's dtype, shape and hash. Raises CorruptTensor on the first mismatch.
+
+        Each file's header is parsed here, then the requested byte ranges are read straight into freshly
+        allocated tensors (one preadv per run of adjacent tensors: no intermediate buffer, no copy) and
+        each tensor is hashed right after its read, while its bytes are still in cache. A single tensor
+        costs a seek + read of its own range only."""
         by_file: dict[str, list[tuple[str, dict]]] = defaultdict(list)
         for name, entry in entries.items():
             by_file[entry["file"]].append((name, entry))
@@ -392,29 +489,70 @@ class ModelRepository:
             path = self.root / rel
             first = items[0][1]
             try:
-                handle = safe_open(str(path), framework="pt")
-            except Exception as err:  # missing file, truncated or garbled header
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as err:
                 raise CorruptTensor(first["owner"], first["key"], path, f"cannot open: {err}") from err
-            with handle as fh:
-                for name, entry in items:
-                    try:
-                        tensor = fh.get_tensor(entry["key"])
-                    except Exception as err:
-                        raise CorruptTensor(entry["owner"], entry["key"], path, f"cannot read: {err}") from err
-                    self._check_shape(entry, tensor, path)
-                    out[name] = tensor
-                    nbytes += entry["nbytes"]
-        if verify:
-            names = list(out)
-            algorithms = [entries[n]["hash"].split(":", 1)[0] for n in names]
-            digests = hash_many([out[n] for n in names], algorithms, self.hash_threads)
-            for name, digest in zip(names, digests):
-                entry = entries[name]
-                if digest != entry["hash"]:
-                    raise CorruptTensor(entry["owner"], entry["key"], self.root / entry["file"], "content hash mismatch")
+            try:
+                nbytes += self._read_file(fd, path, items, out, verify)
+            finally:
+                os.close(fd)
         self.bytes_read += nbytes
         self.tensors_read += len(out)
         return out
+
+    def _read_file(self, fd: int, path: Path, items: list[tuple[str, dict]], out: dict, verify: bool) -> int:
+        first = items[0][1]
+        size = os.fstat(fd).st_size
+        try:
+            head = os.pread(fd, 8, 0)
+            (hlen,) = struct.unpack("<Q", head)
+            if hlen > min(_MAX_HEADER, size - 8):
+                raise ValueError(f"header length {hlen} exceeds the file ({size} bytes)")
+            header = json.loads(os.pread(fd, hlen, 8))
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+        except Exception as err:  # truncated or garbled header
+            raise CorruptTensor(first["owner"], first["key"], path, f"cannot open: {err}") from err
+        base = 8 + hlen
+        plan = []  # (start, end, name, entry, tensor, byte view)
+        for name, entry in items:
+            info = header.get(entry["key"])
+            try:
+                dtype = _ST_TO_TORCH[info["dtype"]]
+                shape = [int(v) for v in info["shape"]]
+                start, end = (int(v) for v in info["data_offsets"])
+            except Exception as err:
+                raise CorruptTensor(entry["owner"], entry["key"], path, f"cannot read: bad header entry {info!r}") from err
+            if _dtype_name(dtype) != entry["dtype"] or shape != list(entry["shape"]):
+                raise CorruptTensor(
+                    entry["owner"], entry["key"], path,
+                    f"stored {_dtype_name(dtype)}{shape}, manifest {entry['dtype']}{entry['shape']}",
+                )
+            tensor = torch.empty(shape, dtype=dtype)
+            need = tensor.numel() * tensor.element_size()
+            if end - start != need or start < 0 or base + end > size:
+                raise CorruptTensor(entry["owner"], entry["key"], path, f"cannot read: data_offsets {[start, end]} "
+                                    f"do not fit {need} bytes in a {size}-byte file")
+            plan.append((start, end, name, entry, tensor, _bytes_view(tensor)))
+        plan.sort(key=lambda p: p[0])
+        i = 0
+        while i < len(plan):  # one preadv per run of adjacent tensors
+            j = i + 1
+            while j < len(plan) and plan[j][0] == plan[j - 1][1] and j - i < 1024:
+                j += 1
+            run = plan[i:j]
+            try:
+                _preadv_all(fd, [p[5] for p in run], base + run[0][0], path)
+            except (OSError, EOFError) as err:
+                raise CorruptTensor(run[0][3]["owner"], run[0][3]["key"], path, f"cannot read: {err}") from err
+            for _, _, name, entry, tensor, view in run:
+                if verify:
+                    algorithm = entry["hash"].split(":", 1)[0]
+                    if _digest(view, algorithm) != entry["hash"]:
+                        raise CorruptTensor(entry["owner"], entry["key"], path, "content hash mismatch")
+                out[name] = tensor
+            i = j
+        return sum(p[3]["nbytes"] for p in plan)
 
     @staticmethod
     def _check_shape(entry: dict, tensor: torch.Tensor, path) -> None:
