@@ -253,3 +253,17 @@ def test_sigterm_writes_the_completed_candidates_then_resumes(tmp_path, tabular)
     assert len(trace) == 50 and not (spec.parent / "candidates.partial.parquet").exists()
     merged = trace.set_index("job_id").loc[partial["job_id"]]
     assert (merged["quality"].to_numpy() == partial["quality"].to_numpy()).all()
+
+
+@pytest.mark.mpi
+def test_skip_store_never_stores_the_worst_and_never_donates_them(tmp_path, tabular):
+    spec_path = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2, transfer=True)
+    spec = json.loads(spec_path.read_text())
+    spec["transfer"]["skip_store"] = {"enabled": True, "threshold": 0.05}
+    spec_path.write_text(json.dumps(spec))
+    trace, _ = run_search(spec_path, 2)
+    stage2 = trace[trace["job_id"] >= 10]
+    assert (~stage2["stored"]).sum() > 0 and stage2["stored"].sum() > 0
+    skipped = set(trace.loc[~trace["stored"], "job_id"])
+    assert not skipped & set(trace["donor_id"].dropna().astype(int))
+    assert algorithm1_violations(trace, 10, 3, 40) == []
