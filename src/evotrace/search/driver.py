@@ -172,9 +172,8 @@ class Master:
     # --- state -------------------------------------------------------------------------------
     def _resume_or_start(self):
         records = self.journal.read() if self.journal.exists() else []
-        if not records:
-            for stale in ("repository",):
-                shutil.rmtree(self.out_dir / stale, ignore_errors=True)
+        if not records:  # a fresh search: models of an earlier one must not become donors
+            shutil.rmtree(self.out_dir / "repository", ignore_errors=True)
         self.popularity = None
         if self.transfer:
             from ..cache import PopularityWindow
@@ -200,8 +199,7 @@ class Master:
             c = self.book.created[j]
             if j not in self.book.done:
                 self.retry.append(c)
-        for j in sorted(self.book.done):
-            d = self.book.done[j]
+        for j, d in self.book.done.items():  # journal order = completion order, as in the first run
             self._observe_reads(j)
             if d["quality"] is not None:
                 self.best = max(self.best, d["quality"])
