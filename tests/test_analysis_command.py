@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evotrace.analysis.command import read_table, summary_table, write_table
+from evotrace.analysis.command import read_table, write_table
 from evotrace.analysis.common import arch_matrix, ok_candidates, population_members, prefix_ids, prefix_keys, seq_label
 from evotrace.cli import main
-from evotrace.consolidate import consolidate, load_traces
+from evotrace.consolidate import consolidate
 
 from test_consolidate import candidates_table, reads_table
 

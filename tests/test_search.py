@@ -1,7 +1,6 @@
 """Algorithm 1 on real MPI ranks with real training, checked on the written trace."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess

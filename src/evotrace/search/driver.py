@@ -3,7 +3,6 @@ Algorithm 1, choosing donors, and keeping the trace in memory until the end (or 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

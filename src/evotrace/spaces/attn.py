@@ -140,7 +140,6 @@ class AttnSpace(SearchSpace):
         """A tensor created at position q depends on its sub-graph's positions up to q; merge and output
         tensors also depend on every input sub-graph."""
         n = len(SUBGRAPH)
-        merge_start = n * len(self.input_blocks)
         positions = {}
         for name in names:
             parts = name.split(".")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 from torch import nn
 
 from .base import InvalidSequence, SearchSpace
