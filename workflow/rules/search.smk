@@ -1,7 +1,8 @@
 rule search:
     """Algorithm 1 on W MPI worker ranks plus one master rank. The run directory also holds the
     model repository and the journal that lets a killed search resume: neither is a declared output,
-    so a failed job never deletes them."""
+    so a failed job never deletes them. A search killed by walltime or preemption is retried and
+    resumes from the journal; each attempt's log is kept (search.log.1, .2, ... hold the earlier ones)."""
     input:
         spec=f"{RESULTS}/{{run}}/spec.json",
         data=dataset_of,
@@ -15,6 +16,7 @@ rule search:
     conda:
         ENV
     threads: 1
+    retries: 2
     resources:
         tasks=lambda wc: search_workers(wc) + 1,
         mpi_slots=1,
@@ -25,5 +27,6 @@ rule search:
             f"--cache-dir {resources.cache_dir}" if resources.get("cache_dir") else ""
         ),
     shell:
-        "{resources.mpi} -n {resources.tasks} evotrace search --spec {input.spec}"
+        "n=1; while [ -e {log}.$n ]; do n=$((n + 1)); done; if [ -s {log} ]; then mv {log} {log}.$n; fi;"
+        " {resources.mpi} -n {resources.tasks} evotrace search --spec {input.spec}"
         " --out-dir {params.out_dir} {params.cache_dir} > {log} 2>&1"
