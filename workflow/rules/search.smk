@@ -2,7 +2,8 @@ rule search:
     """Algorithm 1 on W MPI worker ranks plus one master rank. The run directory also holds the
     model repository and the journal that lets a killed search resume: neither is a declared output,
     so a failed job never deletes them. A search killed by walltime or preemption is retried and
-    resumes from the journal; each attempt's log is kept (search.log.1, .2, ... hold the earlier ones)."""
+    resumes from the journal; each attempt's log is kept (search.log.1, .2, ... hold the earlier ones).
+    """
     input:
         spec=f"{RESULTS}/{{run}}/spec.json",
         data=dataset_of,
@@ -13,10 +14,10 @@ rule search:
         f"{LOGS}/{{run}}/search.log",
     benchmark:
         f"{BENCH}/{{run}}/search.tsv"
+    retries: 2
     conda:
         ENV
     threads: 1
-    retries: 2
     resources:
         tasks=lambda wc: search_workers(wc) + 1,
         mpi_slots=1,
