@@ -80,13 +80,96 @@ def test_qsub_command(env):
     args = ["submit", "--dry-run", "--tasks", "9", "--walltime", "45", "--name", "smk-search", "job.sh"]
     line = cli(args[0], "--account", "$EVOTRACE_ACCOUNT", *args[1:],
                env={**env, "EVOTRACE_ACCOUNT": "MyProj"}).stdout
-    for part in ("qsub -A MyProj -q debug", "select=3:system=polaris", "walltime=00:45:00",
+    for part in ("qsub -A MyProj -q debug-scaling", "select=3:system=polaris", "walltime=00:45:00",
                  "filesystems=home:eagle", "place=scatter", "-N smk-search", "-j oe", "job.sh"):
         assert part in line, (part, line)
+    assert "-r y" not in line
     missing = cli(args[0], "--account", "$EVOTRACE_ACCOUNT", *args[1:], check=False)
     assert missing.returncode != 0 and "EVOTRACE_ACCOUNT" in missing.stderr
-    short = cli(args[0], "--account", "p", "--queue", "prod", "--walltime", "1", "job.sh", "--dry-run").stdout
-    assert "walltime=00:05:00" in short and "-q prod" in short
+    short = cli(args[0], "--account", "p", "--walltime", "1", "--nodes", "12", "job.sh", "--dry-run").stdout
+    assert "walltime=00:05:00" in short and "-q prod" in short  # Polaris's 5-minute minimum
+    long = cli(args[0], "--account", "p", "--walltime", "600", "--nodes", "2", "job.sh", "--dry-run").stdout
+    assert "-q preemptable" in long and "-r y" in long  # rerun after preemption
+    refused = cli(args[0], "--account", "p", "--queue", "prod", "--nodes", "3", "job.sh", "--dry-run", check=False)
+    assert refused.returncode != 0
+    assert "3 node(s)" in refused.stderr and "queue prod" in refused.stderr and "10-496 nodes" in refused.stderr
+
+
+def test_queue_choice_follows_polaris():
+    table = pbs.load_queues()
+    assert table.source.startswith("https://docs.alcf.anl.gov/polaris") and table.date
+    choose = lambda nodes, minutes, queue=None: pbs.plan(nodes, minutes, queue, "search", table)[0]  # noqa: E731
+    assert choose(1, 30) == "debug" and choose(2, 60) == "debug"
+    assert choose(3, 60) == "debug-scaling"  # the default study's search: ceil(9 / 4) nodes
+    assert choose(3, 120) == "preemptable" and choose(10, 61) == "prod"  # prod routes 10 nodes to small
+    assert choose(30, 300) == "prod" and choose(4, 5000) == "capacity"
+    assert pbs.plan(1, 1, None, "x", table) == ("debug", 5.0)
+    with pytest.raises(pbs.QueueError, match="no Polaris queue holds it"):
+        choose(12, 200)  # small takes 3 h at most, preemptable 10 nodes
+    with pytest.raises(pbs.QueueError) as err:
+        choose(3, 60, "debug")
+    for part in ("rule search", "3 node(s)", "walltime 01:00:00", "queue debug", "1-2 nodes", "01:00:00", table.date):
+        assert part in str(err.value), part
+    with pytest.raises(pbs.QueueError, match="queue prod"):
+        choose(30, 400, "prod")  # medium holds 25-99 nodes for 6 h at most
+    assert choose(30, 300, "prod") == "prod" and choose(12, 60, "small") == "small"
+    assert choose(3, 60, "R1234567") == "R1234567"  # a reservation: PBS decides
+    assert pbs.rerunnable("preemptable", table) and not pbs.rerunnable("debug", table)
+
+
+def test_fake_qsub_refuses_like_polaris(env, tmp_path):
+    job = script(tmp_path, "exit 0")
+
+    def qsub(queue, nodes, walltime="00:30:00"):
+        return subprocess.run(["qsub", "-A", "p", "-q", queue, "-l", f"select={nodes}:system=polaris", "-l",
+                               f"walltime={walltime}", "-l", "filesystems=home", str(job)],
+                              capture_output=True, text=True)
+
+    assert "exceeds queue" in qsub("debug", 3).stderr and qsub("debug", 3).returncode != 0
+    assert qsub("debug", 1, "02:00:00").returncode != 0
+    assert qsub("nosuch", 1).returncode != 0
+    routed = qsub("prod", 12).stdout.strip()
+    assert settle(routed) == "success" and record(routed)["queue"] == "small"
+    dropped = qsub("prod", 3)  # prod accepts, its routing refuses: the id is later unknown
+    assert dropped.returncode == 0
+    proc = cli("status", dropped.stdout.strip())
+    assert proc.stdout.strip() == "failed" and "unknown to PBS" in proc.stderr
+
+
+def test_qsub_retried_when_the_server_is_down(env, tmp_path):
+    run_env = {**env, "FAKE_PBS_QSUB": "down:2", "EVOTRACE_PBS_RETRY_DELAY": "0.05"}
+    out = cli("submit", "--account", "p", "--log-dir", "logs", str(script(tmp_path, "exit 0")), env=run_env)
+    jobid = out.stdout.strip()
+    assert settle(jobid) == "success" and out.stderr.count("retrying") == 2
+    calls = [c.split()[1] for c in (tmp_path / "pbs_state" / "calls.log").read_text().splitlines()]
+    assert calls.count("qsub") == 3
+    refused = cli("submit", "--account", "p", "--queue", "debug", "--nodes", "2", "--walltime", "90",
+                  str(script(tmp_path, "exit 0")), env=run_env, check=False)
+    assert refused.returncode != 0 and "do not fit queue debug" in refused.stderr  # never reaches qsub
+
+
+def test_preemption(env, tmp_path):
+    runs = tmp_path / "runs"
+    body = f"echo x >> {runs}; [ $(wc -l < {runs}) -ge 2 ] && exit 0; sleep 30"
+    rerun = cli("submit", "--account", "p", "--queue", "preemptable", "--log-dir", "logs",
+                str(script(tmp_path, body))).stdout.strip()
+    assert "-r" in record(rerun)["argv"] and record(rerun)["rerun"] == "y"
+    wait_state(rerun, "R")
+    while not runs.exists():
+        time.sleep(0.1)
+    subprocess.run(["preempt", rerun], check=True)
+    assert settle(rerun) == "success" and record(rerun)["run_count"] == 2  # requeued, ran again
+    lost = submit(script(tmp_path, "sleep 30"))
+    wait_state(lost, "R")
+    subprocess.run(["preempt", lost], check=True)
+    assert settle(lost) == "failed" and record(lost)["Exit_status"] == 271
+
+
+def wait_state(jobid: str, state: str, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while record(jobid)["job_state"] != state:
+        assert time.time() < deadline, record(jobid)
+        time.sleep(0.1)
 
 
 def test_success_failure_running(env, tmp_path):

@@ -257,7 +257,9 @@ def build_qsub(args, jobscript: str) -> list[str]:
     place = res("place", "scatter")
     if place:
         cmd += ["-l", f"place={place}"]
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", rule if rule.startswith("smk") else f"smk-{rule}")[:230]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", args.name or f"smk-{rule}")[:230]
+    if not name[0].isalpha():
+        name = "j" + name
     cmd += ["-N", name]
     if rerunnable(queue, table):
         cmd += ["-r", "y"]  # a preempted job goes back to the queue instead of being lost
