@@ -4,6 +4,7 @@ Snakemake run through the cluster-generic executor with the Polaris profile's co
 from __future__ import annotations
 
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -257,6 +258,8 @@ def polaris_profile(tmp_path: Path) -> Path:
     prof["default-resources"]["account"] = "'testproj'"
     prof["default-resources"]["mpi"] = f"'{REPO}/profiles/polaris/mpiexec.sh'"
     prof["jobscript"] = str(REPO / "profiles/polaris/jobscript.sh")
+    for step in ("submit", "status", "cancel", "sidecar"):
+        prof[f"cluster-generic-{step}-cmd"] = str(REPO / "profiles/polaris" / prof[f"cluster-generic-{step}-cmd"])
     prof.update({"seconds-between-status-checks": 1, "latency-wait": 5, "max-status-checks-per-second": 10})
     out = tmp_path / "profile"
     out.mkdir()
@@ -272,7 +275,8 @@ def snakemake(tmp_path, *args, env) -> subprocess.CompletedProcess:
 def test_snakemake_through_fake_pbs(env, tmp_path):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     profile = polaris_profile(tmp_path)
-    run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_MPIEXEC_OPTS": "", "FAKE_PBS_QSTAT": "broken"}
+    run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_MPIEXEC_OPTS": "", "FAKE_PBS_QSTAT": "broken",
+               "EVOTRACE_PBS_POLL": "1"}
     done = snakemake(tmp_path, "--profile", str(profile), env=run_env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "summary.txt").read_text().split() == ["gpu=2", "gpu=3"]
@@ -296,3 +300,58 @@ def test_local_profile_runs_mpi_rule(env, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "mpiexec -n 2" in done.stdout + done.stderr
     assert len((tmp_path / "summary.txt").read_text().split()) == 2
+
+
+PARALLEL = r"""
+N = int(config.get("count", 6))
+
+rule all:
+    input: expand("done{i}.txt", i=range(N))
+
+rule work:
+    output: "done{i}.txt"
+    params: secs=config.get("secs", 3)
+    shell: "sleep {params.secs}; touch {output}"
+"""
+
+
+def qstat_calls(state: Path) -> list[list[str]]:
+    """The job ids of each qstat call the stand-in server answered."""
+    lines = (state / "calls.log").read_text().splitlines()
+    return [[a for a in line.split()[2:] if not a.startswith("-") and a != "json"]
+            for line in lines if line.split()[1] == "qstat"]
+
+
+def test_one_qstat_per_cycle_for_all_jobs(env, tmp_path):
+    (tmp_path / "Snakefile").write_text(PARALLEL)
+    run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_PBS_POLL": "1"}
+    done = snakemake(tmp_path, "--profile", str(polaris_profile(tmp_path)), "--config", "secs=6", env=run_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = qstat_calls(tmp_path / "pbs_state")
+    cycles = [line for log in tmp_path.glob(".snakemake/pbs/*/sidecar.log")
+              for line in log.read_text().splitlines() if " polled " in line]
+    assert calls and len(calls) == len(cycles)  # one qstat per polling cycle, whatever the number of jobs
+    assert max(len(ids) for ids in calls) >= 3  # the jobs then running (submission is sequential)
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "pbs_state").glob("*.json")]
+    assert len(jobs) == 6 and all(j["Exit_status"] == 0 for j in jobs)
+
+
+def test_ctrl_c_deletes_every_submitted_job(env, tmp_path):
+    (tmp_path / "Snakefile").write_text(PARALLEL)
+    run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_PBS_POLL": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", str(polaris_profile(tmp_path)),
+                             "--config", "count=4", "secs=300"], cwd=tmp_path, env=run_env,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "snakemake.err", "w"))
+    state = tmp_path / "pbs_state"
+    deadline = time.time() + 120
+    while len([p for p in state.glob("*.json") if json.loads(p.read_text())["job_state"] == "R"]) < 4:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    deadline = time.time() + 60
+    while any(json.loads(p.read_text())["job_state"] != "F" for p in state.glob("*.json")):
+        assert time.time() < deadline, "a job survived Ctrl-C"
+        time.sleep(0.5)
+    jobs = [json.loads(p.read_text()) for p in state.glob("*.json")]
+    assert len(jobs) == 4 and all(j["Exit_status"] == 271 for j in jobs)
