@@ -7,7 +7,7 @@ PROFILE ?= profiles/local
 CONFIG ?= config/config.yaml
 STUDY = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['study'])")
 
-.PHONY: setup run report test lint clean
+.PHONY: setup run report test test-slurm lint clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,16 @@ run: setup
 
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+# The CI study on a real one-node Slurm (as root): Debian's Slurm and munge if absent, the slurm extra,
+# then tests/test_slurm.py starts munged/slurmctld/slurmd, runs the study and stops them by pid.
+test-slurm: setup
+	@command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] || { echo "test-slurm installs Slurm: run it as root"; exit 1; }; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      slurmctld slurmd slurm-client munge >/dev/null; }
+	$(BIN)/pip install -q -e '.[workflow,test,local-mpi,slurm]'
+	EVOTRACE_SLURM_TEST=1 PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests/test_slurm.py
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -355,3 +356,43 @@ def test_ctrl_c_deletes_every_submitted_job(env, tmp_path):
         time.sleep(0.5)
     jobs = [json.loads(p.read_text()) for p in state.glob("*.json")]
     assert len(jobs) == 4 and all(j["Exit_status"] == 271 for j in jobs)
+
+
+def small_study(folder: Path) -> tuple[Path, dict]:
+    """config/ci.yaml cut to one NB201 search of 30 candidates on 2 workers."""
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    config["study"] = "walltime"
+    config["search"].update(candidates=30, population=10, sample=3)
+    config["runs"] = {"nb201": config["runs"]["nb201"]}
+    config["datasets"] = {"digits": config["datasets"]["digits"]}
+    config["analysis"].update(snapshots=[5, 15, 25])
+    config["analysis"]["trie"]["runs"] = ["nb201"]
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_walltime_killed_search_finishes_through_the_retry(env, tmp_path):
+    from evotrace.search.invariants import algorithm1_violations
+
+    study, config = small_study(tmp_path)
+    run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_MPIEXEC_OPTS": "", "EVOTRACE_PBS_POLL": "1",
+               # the first search job reaches its walltime once 8 candidates are in the journal
+               "FAKE_PBS_WALLTIME_ONCE": "smk-search:results/walltime/nb201/journal.jsonl:16"}
+    target = "results/walltime/nb201/candidates.parquet"
+    done = subprocess.run([sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--profile",
+                           str(polaris_profile(tmp_path)), "--configfile", str(study)],
+                          cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    searches = sorted((json.loads(p.read_text()) for p in (tmp_path / "pbs_state").glob("*.json")
+                       if json.loads(p.read_text())["name"] == "smk-search"), key=lambda j: int(j["id"].split(".")[0]))
+    assert [j["Exit_status"] for j in searches] == [-29, 0]  # killed by walltime, then resubmitted
+    assert "walltime" in done.stderr and "killed by walltime" in done.stderr
+    trace = pd.read_parquet(tmp_path / target)
+    search = config["search"]
+    assert algorithm1_violations(trace, search["population"], search["sample"], search["candidates"]) == []
+    logs = tmp_path / "logs/walltime/nb201"
+    killed, final = (logs / "search.log.1").read_text(), (logs / "search.log").read_text()
+    assert killed and final and killed != final  # each attempt keeps its log

@@ -1,0 +1,50 @@
+"""The CI study through profiles/slurm on a real one-node Slurm (tests/slurm_cluster.py): `make
+test-slurm` installs Debian's Slurm and the plugin's extra, then runs this with EVOTRACE_SLURM_TEST=1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from evotrace.search.invariants import algorithm1_violations
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from slurm_cluster import installed, local_slurm  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif(os.environ.get("EVOTRACE_SLURM_TEST") != "1", reason="make test-slurm runs it"),
+    pytest.mark.mpi,
+    pytest.mark.slow,
+]
+
+
+def test_ci_study_on_slurm(tmp_path):
+    assert installed(), "Slurm is not installed: run make test-slurm"
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = yaml.safe_load((tmp_path / "config/ci.yaml").read_text())
+    venv_bin = Path(sys.executable).parent
+    with local_slurm(tmp_path / "slurm") as env:
+        env["PATH"] = f"{venv_bin}{os.pathsep}{env['PATH']}"
+        proc = subprocess.run(
+            [str(venv_bin / "snakemake"), f"results/{config['study']}/traces/candidates.parquet",
+             "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles/slurm"),
+             "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
+             "--seconds-between-status-checks", "2", "--configfile", "config/ci.yaml"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        jobs = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True).stdout
+    search = config["search"]
+    ranks = [line for line in jobs.splitlines() if f"NumTasks={search['workers'] + 1} " in line]
+    assert len(ranks) == len(config["runs"]), jobs[-2000:]  # each search: one MPI job of W+1 tasks
+    trace = pd.read_parquet(tmp_path / f"results/{config['study']}/traces/candidates.parquet")
+    assert sorted(trace["run"].unique()) == sorted(config["runs"])
+    for run, one in trace.groupby("run"):
+        assert algorithm1_violations(one, search["population"], search["sample"], search["candidates"]) == [], run
