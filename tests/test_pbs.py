@@ -4,8 +4,9 @@ Snakemake run through the cluster-generic executor with the Polaris profile's co
 from __future__ import annotations
 
 import json
-import signal
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -396,3 +397,20 @@ def test_walltime_killed_search_finishes_through_the_retry(env, tmp_path):
     logs = tmp_path / "logs/walltime/nb201"
     killed, final = (logs / "search.log.1").read_text(), (logs / "search.log").read_text()
     assert killed and final and killed != final  # each attempt keeps its log
+
+
+def test_dry_run_plans_queue_and_nodes(env, tmp_path):
+    """The default study's searches (W=8: 9 ranks) need 3 nodes; a forced queue too small for them
+    stops the run while the DAG is built, before any qsub."""
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile",
+            str(polaris_profile(tmp_path)), "--configfile", str(REPO / "config/config.yaml"), "-n"]
+    plan = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    searches = re.findall(r"^\s+resources: .*$", plan.stdout.split("rule search:", 1)[1], re.M)[0]
+    assert "nodes=3," in searches and "queue=debug-scaling," in searches and "tasks=9," in searches
+    forced = subprocess.run(base[:-1], cwd=tmp_path, env={**env, "EVOTRACE_QUEUE": "debug"},
+                            capture_output=True, text=True, timeout=600)
+    assert forced.returncode != 0
+    for part in ("rule search", "3 node(s)", "walltime 01:00:00", "queue debug", "1-2 nodes"):
+        assert part in forced.stderr, part
+    assert not (tmp_path / "pbs_state" / "calls.log").exists()  # nothing reached PBS
