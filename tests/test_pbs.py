@@ -151,6 +151,14 @@ def test_qsub_retried_when_the_server_is_down(env, tmp_path):
     assert refused.returncode != 0 and "do not fit queue debug" in refused.stderr  # never reaches qsub
 
 
+def test_qdel_retried_when_the_server_is_down(env, tmp_path):
+    held = submit(script(tmp_path, "sleep 60"))
+    wait_state(held, "R")
+    out = cli("cancel", "--wait", held, env={**env, "FAKE_PBS_QDEL": "down:2", "EVOTRACE_PBS_RETRY_DELAY": "0.05"})
+    assert out.returncode == 0 and out.stderr.count("cannot connect") == 2
+    assert settle(held) == "failed" and record(held)["Exit_status"] == 271
+
+
 def test_preemption(env, tmp_path):
     runs = tmp_path / "runs"
     body = f"echo x >> {runs}; [ $(wc -l < {runs}) -ge 2 ] && exit 0; sleep 30"

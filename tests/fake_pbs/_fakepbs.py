@@ -9,7 +9,7 @@ Knobs (environment of the command or of qsub):
 FAKE_PBS_SECONDS_PER_MINUTE  walltime clock: seconds of real time per walltime minute (default 60)
 FAKE_PBS_WALLTIME_ONCE=NAME:GLOB:LINES  the first job named NAME hits its walltime as soon as a file
     matching GLOB (under its working directory) has LINES lines: a walltime kill at a known point
-FAKE_PBS_QSUB=down:N  the first N qsub calls find the server unreachable
+FAKE_PBS_QSUB=down:N, FAKE_PBS_QDEL=down:N  the first N qsub (qdel) calls find the server unreachable
 """
 
 from __future__ import annotations
@@ -39,6 +39,20 @@ def state_dir() -> Path:
 def log_call(command: str, args: list[str]) -> None:
     with open(state_dir() / "calls.log", "a") as fh:
         fh.write(f"{time.time():.3f} {command} {' '.join(args)}\n")
+
+
+def server_down(variable: str, command: str) -> bool:
+    """True (and the message PBS prints) for the first N calls when $variable is down:N."""
+    mode = os.environ.get(variable, "")
+    if not mode.startswith("down:"):
+        return False
+    budget = state_dir() / f"{command}_down"
+    used = int(budget.read_text()) if budget.exists() else 0
+    if used >= int(mode.split(":")[1]):
+        return False
+    budget.write_text(str(used + 1))
+    print(f"Connection refused\n{command}: cannot connect to server polaris-pbs-01 (errno=15010)", file=sys.stderr)
+    return True
 
 
 def queues() -> dict:
