@@ -2,7 +2,8 @@ rule search:
     """Algorithm 1 on W MPI worker ranks plus one master rank. The run directory also holds the
     model repository and the journal that lets a killed search resume: neither is a declared output,
     so a failed job never deletes them. A search killed by walltime or preemption is retried and
-    resumes from the journal; each attempt's log is kept (search.log.1, .2, ... hold the earlier ones).
+    resumes from the journal. Snakemake deletes a rule's log before each attempt: the attempts write
+    search.log.1, .2, ... (kept), and search.log links to the latest.
     """
     input:
         spec=f"{RESULTS}/{{run}}/spec.json",
@@ -28,6 +29,6 @@ rule search:
             f"--cache-dir {resources.cache_dir}" if resources.get("cache_dir") else ""
         ),
     shell:
-        "n=1; while [ -e {log}.$n ]; do n=$((n + 1)); done; if [ -s {log} ]; then mv {log} {log}.$n; fi;"
+        "n=1; while [ -e {log}.$n ]; do n=$((n + 1)); done; ln -sfn $(basename {log}).$n {log};"
         " {resources.mpi} -n {resources.tasks} evotrace search --spec {input.spec}"
-        " --out-dir {params.out_dir} {params.cache_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir} {params.cache_dir} > {log}.$n 2>&1"
