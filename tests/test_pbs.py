@@ -151,6 +151,23 @@ def test_qsub_retried_when_the_server_is_down(env, tmp_path):
     assert refused.returncode != 0 and "do not fit queue debug" in refused.stderr  # never reaches qsub
 
 
+def test_status_reads_the_sidecar_board(env, tmp_path):
+    ok = submit(script(tmp_path, "exit 0"))
+    settle(ok)
+    board = pbs.Board(tmp_path / "board")
+    board.jobs.mkdir(parents=True)
+    board.write({ok: ["failed", "killed by walltime"]})
+    calls = tmp_path / "pbs_state" / "calls.log"
+    before = calls.read_text().count(" qstat ")
+    read = cli("status", ok, env={**env, pbs.SIDECAR_VAR: str(board.root)})
+    assert read.stdout.strip() == "failed" and "killed by walltime" in read.stderr  # the board, not qstat
+    assert calls.read_text().count(" qstat ") == before and (board.jobs / ok).exists()
+    stale = json.loads(board.status_file.read_text())
+    board.status_file.write_text(json.dumps({**stale, "time": stale["time"] - 3600}))  # the sidecar died
+    assert cli("status", ok, env={**env, pbs.SIDECAR_VAR: str(board.root)}).stdout.strip() == "success"
+    assert calls.read_text().count(" qstat ") == before + 1
+
+
 def test_qdel_retried_when_the_server_is_down(env, tmp_path):
     held = submit(script(tmp_path, "sleep 60"))
     wait_state(held, "R")
