@@ -1,5 +1,7 @@
-"""A real one-node Slurm (Debian's slurmctld/slurmd with munge) for tests: own config, state and
-munge socket under one folder, daemons started in the foreground and stopped by their pids."""
+"""A real one-node Slurm (Debian's slurmctld/slurmd with munge) for tests: state and munge socket
+under one folder, daemons started in the foreground and stopped by their pids. The config goes to
+/etc/slurm/slurm.conf (removed afterwards): inside a job the executor plugin drops every SLURM_*
+variable, SLURM_CONF included, before its nested srun, which then reads only the default path."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
-CONF = """\
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+MARK = "# evotrace test cluster"
+
+CONF = MARK + """
 ClusterName=evotrace
 SlurmctldHost={host}
 SlurmctldPort={ctld_port}
@@ -66,7 +71,10 @@ def local_slurm(root: Path, cpus: int = 16, timeout: float = 60):
     for sub in ("ctld", "slurmd"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     host = socket.gethostname().split(".")[0]
-    conf = root / "slurm.conf"
+    conf = SYSTEM_CONF
+    if conf.exists() and not conf.read_text().startswith(MARK):
+        raise RuntimeError(f"{conf} belongs to a real Slurm setup: not replacing it")
+    conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(CONF.format(host=host, root=root, cpus=cpus, ctld_port=_free_port(), slurmd_port=_free_port()))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     started: list[subprocess.Popen] = []
@@ -90,6 +98,8 @@ def local_slurm(root: Path, cpus: int = 16, timeout: float = 60):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        if conf.exists() and conf.read_text().startswith(MARK):
+            conf.unlink()
 
 
 def _idle(env) -> bool:

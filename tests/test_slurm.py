@@ -39,7 +39,8 @@ def test_ci_study_on_slurm(tmp_path):
              "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
              "--seconds-between-status-checks", "2", "--configfile", "config/ci.yaml"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        job_logs = "".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob(".snakemake/slurm_logs/**/*.log"))
+        assert proc.returncode == 0, proc.stderr[-3000:] + job_logs[-4000:]
         jobs = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True).stdout
     search = config["search"]
     ranks = [line for line in jobs.splitlines() if f"NumTasks={search['workers'] + 1} " in line]
