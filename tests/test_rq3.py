@@ -313,7 +313,10 @@ def test_figures_draw_the_tables(tables):
     assert len(fig3.FIGURES["tiers"](t, params).data) == 2 * 3
     donors = fig3.FIGURES["donor_probability"](t, params)
     assert {d.name for d in donors.data} == {"a", "a base rate"}
-    assert len(fig3.FIGURES["birthday"](t, params).data) == 3
+    assert [a.text for a in donors.layout.annotations][:3] == ["model as donor", "model as parent", "tensor transferred"]
+    bars = fig3.FIGURES["birthday"](t, params).data
+    assert [b.name.split(" ")[0] for b in bars] == ["stage-1", "exact", "asymptotic", "asymptotic"]
+    assert bars[0].text[0] == "k=2, P(max ≥ k)=0.427"  # 1 - 12*11*10*9/12^4
     lag = fig3.FIGURES["improvement_lag"](t, params)
     assert sum(len(d.x) for d in lag.data) == 3
 
