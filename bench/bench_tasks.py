@@ -25,7 +25,7 @@ OLD = {
     "attn": (dict(source="sklearn-breast-cancer", validation_fraction=0.2, input_blocks=2), 3, "val_accuracy"),
 }
 NEW = {
-    "nb201": (dict(source="sklearn-digits", validation_fraction=0.4, max_train=550), 1, "val_accuracy"),
+    "nb201": (dict(source="sklearn-digits", validation_fraction=0.6, max_train=550), 1, "val_auc"),
     "attn": (dict(source="generated-attn", validation_fraction=0.4, max_train=600, max_val=1500, input_blocks=2), 2, "val_auc"),
 }
 TRAINING = dict(batch_size=32, optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=0.0005)
