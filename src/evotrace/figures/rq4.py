@@ -92,12 +92,12 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
         text = f"{run}<br><sup>parent among the s-1 worst in {int(w['worst_draws'])} of {int(w['draws'])} draws"
         if cost is not None and run in cost.index and cost.loc[run, "transfers"]:
             k = cost.loc[run]
-            text += (f"; donor in {int(k['from_worst'])} of {int(k['transfers'])} transfers"
+            text += (f"<br>donor in {int(k['from_worst'])} of {int(k['transfers'])} transfers"
                      f" (−{int(k['positions_lost'])} prefix positions without them)")
         return text + "</sup>"
 
     titles = layout.run_titles(runs, tables.get("worst_parents"), title)
-    fig, cells = _grid(titles, gap_px=95)
+    fig, cells = _grid(titles, gap_px=115)
     low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         part = table[table["run"].astype(str) == run]
