@@ -314,9 +314,9 @@ def test_figures_draw_the_tables(tables):
     donors = fig3.FIGURES["donor_probability"](t, params)
     assert {d.name for d in donors.data} == {"a", "a base rate"}
     assert [a.text for a in donors.layout.annotations][:3] == ["model as donor", "model as parent", "tensor transferred"]
-    bars = fig3.FIGURES["birthday"](t, params).data
-    assert [b.name.split(" ")[0] for b in bars] == ["stage-1", "exact", "asymptotic", "asymptotic"]
-    assert bars[0].text[0] == "k=2, P(max ≥ k)=0.427"  # 1 - 12*11*10*9/12^4
+    birthday = fig3.FIGURES["birthday"](t, params)
+    assert [b.name.split(" ")[0] for b in birthday.data] == ["stage-1", "exact", "asymptotic", "asymptotic"]
+    assert birthday.layout.xaxis.ticktext[0] == "a<br>k = 2, P(max ≥ k) = 0.427"  # 1 - 12*11*10*9/12^4
     lag = fig3.FIGURES["improvement_lag"](t, params)
     assert sum(len(d.x) for d in lag.data) == 3
 
@@ -334,5 +334,5 @@ def test_export_html_and_png(tables, tmp_path):
     paths = [tmp_path / "anim.html", tmp_path / "anim.png"]
     save(fig, paths, width=500, height=400, scale=1)
     html = paths[0].read_text()
-    assert "Plotly.newPlot" in html and "candidates seen: " in html
+    assert "Plotly.newPlot" in html and "candidates created: " in html
     assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -45,12 +45,20 @@ def _tier_note(params) -> str:
             f"{t['tier3_max']} occurrences; tier 2: between</sup>")
 
 
+def _window_words(params) -> tuple[str, str]:
+    """(what the window holds, what `seen` counts) for analysis.prefix_window."""
+    if params.get("analysis", {}).get("prefix_window", "population") == "created":
+        return "the last p candidates created", "created"
+    return "the population (last p inserted)", "inserted"
+
+
 def prefix_histograms(tables, params) -> go.Figure:
     """Fig. 4: prefix histograms of the last p candidates; rows = runs, columns = snapshots."""
     snaps = tables["prefix_snapshots"]
     runs = layout.listed_runs(tables["prefix_ids"], params) or ["(no candidates)"]
     seen = sorted(snaps["seen"].unique()) or [0]
-    titles = [f"after {n} candidates" for n in seen] + [""] * (len(seen) * (len(runs) - 1))
+    window, counted = _window_words(params)
+    titles = [f"after {n} {counted}" for n in seen] + [""] * (len(seen) * (len(runs) - 1))
     fig, _, rows = layout.grid(titles, cols=len(seen), row_px=160, gap_px=45, hgap=0.05, top=150)
     ranges = _id_ranges(tables, runs)
     for r, run in enumerate(runs, start=1):
@@ -63,9 +71,9 @@ def prefix_histograms(tables, params) -> go.Figure:
         layout.row_label(fig, r, run, col=len(seen))
     for col in range(1, len(seen) + 1):
         fig.update_xaxes(title_text="prefix id", row=rows, col=col)
-    layout.shared_ytitle(fig, "occurrences in the last p candidates", shift_px=-45)
+    layout.shared_ytitle(fig, "occurrences in the window", shift_px=-45)
     _tier_legend(fig)
-    fig.update_layout(title="Prefix popularity over the last p candidates (the population)" + _tier_note(params),
+    fig.update_layout(title=f"Prefix popularity in {window}" + _tier_note(params),
                       bargap=0.05, template=TEMPLATE, margin=dict(r=60))
     layout.top_legend(fig, top_px=150)
     return fig
@@ -110,13 +118,13 @@ def prefix_animation(tables, params) -> go.Figure:
         fig.update_yaxes(range=[0, ymax * 1.05], dtick=1 if ymax <= 5 else None, row=row, col=1)
         layout.row_label(fig, row, run)
     fig.update_xaxes(title_text="prefix id", row=len(runs), col=1)
-    layout.shared_ytitle(fig, "occurrences in the last p candidates", shift_px=-45)
+    layout.shared_ytitle(fig, "occurrences in the window", shift_px=-45)
     plot_px = total - layout.TOP - bottom
     controls_y = -70 / plot_px  # below the x-axis title, in the plotting area's paper coordinates
     fig.frames = [go.Frame(name=str(n), data=bars(n), traces=list(range(len(runs)))) for n in steps]
     play = dict(frame=dict(duration=150, redraw=True), fromcurrent=True, transition=dict(duration=0))
     fig.update_layout(
-        title="Prefix popularity over the last p candidates, through the search",
+        title=f"Prefix popularity in {_window_words(params)[0]}, through the search",
         height=total,
         margin=dict(t=layout.TOP, b=bottom, l=layout.LEFT, r=60),
         template=TEMPLATE,
@@ -128,7 +136,7 @@ def prefix_animation(tables, params) -> go.Figure:
             dict(label="Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
         ])],
         sliders=[dict(active=0, x=0.14, len=0.86, y=controls_y, yanchor="top", pad=dict(t=0),
-                      currentvalue=dict(prefix="candidates seen: "), steps=[
+                      currentvalue=dict(prefix=f"candidates {_window_words(params)[1]}: "), steps=[
             dict(label=str(n), method="animate",
                  args=[[str(n)], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))])
             for n in steps
@@ -157,9 +165,10 @@ def tiers(tables, params) -> go.Figure:
             )
         fig.update_yaxes(range=[0, 1], tickvals=[0, 0.5, 1], tickformat=".0%", row=row, col=1)
         layout.row_label(fig, row, run)
-    fig.update_xaxes(title_text="candidates seen", row=len(runs), col=1)
-    layout.shared_ytitle(fig, "share of the last p candidates", shift_px=-55)
-    fig.update_layout(title="Popularity tiers of the prefixes in the last p candidates" + _tier_note(params),
+    window, counted = _window_words(params)
+    fig.update_xaxes(title_text=f"candidates {counted}", row=len(runs), col=1)
+    layout.shared_ytitle(fig, "share of the window", shift_px=-55)
+    fig.update_layout(title=f"Popularity tiers of the prefixes in {window}" + _tier_note(params),
                       height=total, template=TEMPLATE, margin=dict(b=layout.BOTTOM, l=layout.LEFT, r=60))
     layout.top_legend(fig, top_px=top)
     return fig
@@ -215,11 +224,10 @@ def birthday(tables, params) -> go.Figure:
     for i, (column, name) in enumerate(series):
         if column not in t:
             continue
-        text = None
-        if column == "stage1_size" and "p_max_count" in t:
-            text = [f"k={int(k)}, P(max ≥ k)={p:.3f}" for k, p in zip(t["max_count"], t["p_max_count"])]
-        fig.add_trace(go.Bar(x=runs, y=t[column], name=name, marker_color=COLORS[i], text=text,
-                             textposition="outside", cliponaxis=False))
+        fig.add_trace(go.Bar(x=runs, y=t[column], name=name, marker_color=COLORS[i]))
+    if "p_max_count" in t:
+        fig.update_xaxes(tickvals=runs, ticktext=[f"{run}<br>k = {int(k)}, P(max ≥ k) = {p:.3f}"
+                                                  for run, k, p in zip(runs, t["max_count"], t["p_max_count"])])
     values = t[[c for c, _ in series if c in t]].to_numpy(float)
     values = values[np.isfinite(values) & (values > 0)]
     # bars need a zero baseline: a log axis only where the values span more than two decades
