@@ -114,7 +114,8 @@ def quanta(tables, params) -> go.Figure:
             fig.add_trace(
                 go.Scatter(x=[m["workers"]], y=[m["mean_idle_seconds"]], mode="markers+text",
                            marker=dict(symbol="star", size=13, color="black"), text=[f"measured, q = {int(m['quanta'])}"],
-                           textposition="top center", textfont=dict(size=10), name="measured idle per dispatch",
+                           textposition="top right", textfont=dict(size=10), cliponaxis=False,
+                           name="measured idle per dispatch",
                            legendgroup="measured", showlegend=i == 0,
                            hovertemplate="%{y:.2f} s mean idle per dispatch<extra></extra>"),
                 row=r, col=c,
