@@ -77,7 +77,8 @@ def test_regevo_stage_sizes_and_mutations_without_mpi():
                      "quality": quality, "status": "ok" if quality is not None else "failed", "insert_seq": insert})
     trace = pd.DataFrame(rows)
     assert algorithm1_violations(trace, 6, 3, 30) == []
-    assert (trace["stage"] == 1).sum() == 6
+    stage1 = trace[trace["stage"] == 1]
+    assert (stage1["status"] == "ok").sum() == 6 and (stage1["status"] == "failed").any()
     assert len(core.population) == 6
 
 
@@ -121,14 +122,83 @@ def test_mutation_changes_value_and_follows_position_weights():
         position_weights([1, 2], 4)
 
 
-def test_starved_population_is_reported():
+def _asynchronous(core, workers, rng, fail=lambda job_id: False):
+    """Drive `core` as the master does with W asynchronous workers (random durations); returns the
+    population size each stage-2 child was drawn from, and the trace."""
+    import heapq
+
+    t, running, free, sizes, rows = 0.0, [], workers, [], []
+
+    def fill():
+        nonlocal free
+        while free and core.can_create():
+            c = core.create()
+            free -= 1
+            if c.stage == 2:
+                sizes.append(len(core.population))
+            rows.append({"job_id": c.job_id, "stage": c.stage, "arch_seq": list(c.arch_seq), "parent_id": c.parent_id,
+                         "mutation_pos": c.mutation_pos, "population_version": c.population_version})
+            heapq.heappush(running, (t + rng.lognormal(0, 0.5), c.job_id, c.arch_seq))
+
+    fill()
+    while running:
+        t, job_id, seq = heapq.heappop(running)
+        quality = None if fail(job_id) else float(rng.random())
+        rows[job_id].update(quality=quality, status="ok" if quality is not None else "failed",
+                            insert_seq=core.complete(job_id, seq, quality))
+        free += 1
+        fill()
+    return np.array(sizes), pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("workers", [8, 39, 1000])
+def test_every_tournament_samples_a_full_population(workers):
+    """Section IV: p members whenever stage 2 samples, whatever W (the paper's p=100, s=5)."""
+    rng = np.random.default_rng(workers)
+    core = RegularizedEvolution([5] * 6, 100, 5, 1000, np.random.default_rng(0))
+    sizes, trace = _asynchronous(core, workers, rng, fail=lambda j: j % 11 == 3)
+    assert len(sizes) > 0 and (sizes == 100).all()
+    stage1 = trace[trace["stage"] == 1]
+    assert (stage1["status"] == "ok").sum() == 100 and len(stage1) == 100 + (stage1["status"] == "failed").sum()
+    assert algorithm1_violations(trace, 100, 5, 1000) == []
+
+
+def test_random_stage_boundary_gives_free_workers_random_candidates():
+    rng = np.random.default_rng(3)
+    core = RegularizedEvolution([5] * 6, 20, 3, 200, np.random.default_rng(0), stage_boundary="random")
+    sizes, trace = _asynchronous(core, 8, rng)
+    stage1 = trace[trace["stage"] == 1]
+    assert 20 < len(stage1) < 20 + 8 and (sizes == 20).all()
+    assert algorithm1_violations(trace, 20, 3, 200, stage_boundary="random") == []
+    assert any("exactly p=20" in v for v in algorithm1_violations(trace, 20, 3, 200))
+    with pytest.raises(ValueError, match="stage_boundary"):
+        RegularizedEvolution([5] * 6, 20, 3, 200, np.random.default_rng(0), stage_boundary="eager")
+
+
+def test_stage2_waits_for_a_full_population_and_failures_are_replaced():
     core = RegularizedEvolution([3, 3], population=3, sample=2, candidates=10, rng=np.random.default_rng(0))
-    for _ in range(3):
-        c = core.create()
-        core.complete(c.job_id, c.arch_seq, None)
-    assert not core.can_create()
-    with pytest.raises(StarvedPopulation, match="s=2"):
+    first = [core.create() for _ in range(3)]
+    assert not core.can_create()  # p stage-1 candidates running: a free worker waits
+    with pytest.raises(StarvedPopulation, match="p=3"):
         core.create()
+    core.complete(first[0].job_id, first[0].arch_seq, None)
+    replacement = core.create()
+    assert replacement.stage == 1 and not core.can_create()
+    for c in first[1:]:
+        core.complete(c.job_id, c.arch_seq, 0.5)
+    assert not core.can_create()  # 2 of 3 members: still no tournament
+    core.complete(replacement.job_id, replacement.arch_seq, 0.7)
+    child = core.create()
+    assert child.stage == 2 and child.population_version == 3
+
+
+def test_invariant_checker_rejects_a_tournament_over_a_partial_population():
+    rows = [{"job_id": j, "stage": 1, "arch_seq": [j, 0], "parent_id": None, "mutation_pos": None,
+             "population_version": 0, "quality": 0.1 * j, "status": "ok", "insert_seq": j} for j in range(3)]
+    rows.append({"job_id": 3, "stage": 2, "arch_seq": [1, 1], "parent_id": 1, "mutation_pos": 1,
+                 "population_version": 2, "quality": 0.9, "status": "ok", "insert_seq": 3})
+    problems = algorithm1_violations(pd.DataFrame(rows), 3, 2, 4)
+    assert any("population of 2 < p=3" in v for v in problems)
 
 
 # --- real MPI searches -------------------------------------------------------------------------

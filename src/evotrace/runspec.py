@@ -42,6 +42,7 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
             "torch_threads": search.get("torch_threads", 1),
             "mutation": r.get("mutation", search.get("mutation", {"positions": "uniform"})),
             "quanta": r.get("scheduling", search.get("scheduling", {"quanta": 1}))["quanta"],
+            "stage_boundary": search.get("stage_boundary", "wait"),
         },
         "training": config.get("training", {}),
         "transfer": {
