@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..trace import CANDIDATES, TENSOR_READS, with_run_metadata
-from .journal import Journal
+from .journal import Journal, JournalError, SearchLock, SearchLocked, changed_keys, fingerprint
 from .regevo import Candidate, RegularizedEvolution, StarvedPopulation
 
 log = logging.getLogger("evotrace.search")
@@ -55,10 +55,10 @@ class TraceBook:
             c, d = self.created[job_id], self.done[job_id]
             out.append({"run": self.run, **{k: c.get(k) for k in (
                 "job_id", "stage", "arch_seq", "parent_id", "mutation_pos", "population_version",
-                "donor_id", "prefix_len", "submit_time")}, **{k: d.get(k) for k in (
-                "worker", "host", "pid", "start_time", "end_time", "quality", "status", "error", "epochs",
-                "train_seconds", "insert_seq", "n_transferred_tensors", "bytes_read", "bytes_written",
-                "stored", "transfer_seconds", "cache_hits")}})
+                "submit_time")}, **{k: d.get(k) for k in (  # the donor that was used, not the one planned
+                "donor_id", "prefix_len", "worker", "host", "pid", "start_time", "end_time", "quality", "status",
+                "error", "warning", "epochs", "train_seconds", "insert_seq", "n_transferred_tensors",
+                "bytes_read", "bytes_written", "stored", "transfer_seconds", "cache_hits")}})
         return out
 
     def read_rows(self) -> list[dict]:
@@ -136,9 +136,10 @@ def _make_search_class():
             running = self._evaluator.num_jobs_submitted - self._evaluator.num_jobs_gathered
             if not configs and running == 0 and len(self.m.book.done) < self.m.n:
                 raise StarvedPopulation(
-                    f"population has {len(self.m.core.population)} members, stage 2 needs "
-                    f"s={self.m.core.s}, and no candidate is running (too many stage-1 failures?)"
+                    f"population has {len(self.m.core.population)} of p={self.m.p} members, no candidate "
+                    f"can be created and none is running"
                 )
+            self.m.flush()  # in the journal before any of them starts: a resume re-submits them as they were
             return configs
 
         def _tell(self, results):
@@ -151,12 +152,15 @@ def _make_search_class():
 
 
 class Master:
-    def __init__(self, spec: dict, out_dir: Path, workers: int):
+    def __init__(self, spec: dict, out_dir: Path, workers: int, clock_offsets: dict | None = None):
+        """`clock_offsets`: {worker rank: (offset_s, round_trip_s)}, each worker's wall clock minus the
+        master's (`estimate_clock_offsets`); worker times are stored on the master's clock."""
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.workers = workers
         s = spec["search"]
         self.n, self.p = s["candidates"], s["population"]
+        self.stage_boundary = s.get("stage_boundary", "wait")
         self.transfer = spec["transfer"]["enabled"]
         self.book = TraceBook(spec["run"])
         self.journal = Journal(self.out_dir / "journal.jsonl")
@@ -166,13 +170,25 @@ class Master:
         self.index = None
         self.best = -np.inf
         self.resumed_from = 0
-        self._resume_or_start()
+        self.clock_offsets = {int(r): tuple(v) for r, v in (clock_offsets or {}).items()}
+        self.lock = SearchLock(self.out_dir / "search.lock")
+        self.lock.acquire()
+        try:
+            self._resume_or_start()
+        except BaseException:
+            self.lock.release()
+            raise
 
     # --- state -------------------------------------------------------------------------------
     def _resume_or_start(self):
         records = self.journal.read() if self.journal.exists() else []
+        if records:
+            self._check_fingerprint(records[0])
+            records = records[1:]
+        self._remove_leftovers(fresh=not records)
         if not records:  # a fresh search: models of an earlier one must not become donors
             shutil.rmtree(self.out_dir / "repository", ignore_errors=True)
+            self.pending.append({"e": "spec", "fingerprint": fingerprint(self.spec)})
         self.popularity = None
         if self.transfer:
             from ..cache import PopularityWindow
@@ -187,13 +203,16 @@ class Master:
         for job_id, d in self.book.done.items():
             self.book.reads[job_id] = d.pop("tensor_reads", [])
         created = len(self.book.created)
-        seed = self.spec["seed"]
-        rng = np.random.default_rng([seed, len(records)] if records else seed)
+        rng = np.random.default_rng(self.spec["seed"])
+        if self.book.created:  # continue the random stream where the last created candidate left it
+            rng.bit_generator.state = self.book.created[max(self.book.created)]["rng"]
         self.core = RegularizedEvolution(self.spec["num_choices"], self.p, self.spec["search"]["sample"], self.n,
-                                         rng, self.spec["search"]["mutation"]["positions"])
+                                         rng, self.spec["search"]["mutation"]["positions"], self.stage_boundary)
         inserted = [(d["insert_seq"], j, self.book.created[j]["arch_seq"], d["quality"])
                     for j, d in self.book.done.items() if d["insert_seq"] is not None]
-        self.core.restore(created, inserted)
+        stage1 = [j for j, c in self.book.created.items() if c["stage"] == 1]
+        self.core.restore(created, inserted, len(stage1),
+                          sum(j in self.book.done and self.book.done[j]["quality"] is None for j in stage1))
         for j in sorted(self.book.created):
             c = self.book.created[j]
             if j not in self.book.done:
@@ -212,12 +231,38 @@ class Master:
                      len(self.book.done), self.n, created, len(self.retry))
         self.started = time.time()
         self.journal.open()
+        self.flush()
 
+    def _check_fingerprint(self, first: dict) -> None:
+        path = self.journal.path
+        if first.get("e") != "spec":
+            raise JournalError(f"{path} has no spec fingerprint (written by an older evotrace?): cannot tell whether "
+                               f"it belongs to this spec. Move it away (and repository/) to start afresh")
+        changed = changed_keys(first["fingerprint"], fingerprint(self.spec))
+        if changed:
+            old, new = first["fingerprint"], fingerprint(self.spec)
+            shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in changed[:10])
+            raise JournalError(
+                f"{path} belongs to a search with another spec ({len(changed)} changed key(s): {shown}). Resuming "
+                f"would mix two searches. Restore the original settings to resume, or delete {path} (and "
+                f"{self.out_dir / 'repository'}) to start afresh; only the number of workers may change")
+
+    def _remove_leftovers(self, fresh: bool) -> None:
+        """Temporary files of writes a killed search left behind: trace writes here, and (on resume)
+        the repository's unpublished files. No writer runs now: the lock is held, the workers wait."""
+        for tmp in self.out_dir.glob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if self.transfer and not fresh and (self.out_dir / "repository").is_dir():
+            from ..repository import ModelRepository
+
+            removed = ModelRepository(self.out_dir / "repository", fsync=False).clean(max_age_s=0)
+            if removed:
+                log.info("removed %d leftover file(s) of interrupted repository writes", len(removed))
     def create(self, cand: Candidate) -> dict:
         record = {"e": "c", "job_id": cand.job_id, "stage": cand.stage, "arch_seq": list(cand.arch_seq),
                   "parent_id": cand.parent_id, "mutation_pos": cand.mutation_pos,
                   "population_version": cand.population_version, "donor_id": None, "prefix_len": None,
-                  "submit_time": self.clock()}
+                  "submit_time": self.clock(), "rng": self.core.rng.bit_generator.state}
         if self.index is not None:
             found = self.index.best(cand.arch_seq)
             if found is not None:
@@ -242,14 +287,14 @@ class Master:
         quality = float(objective) if ok else None
         created = self.book.created[job_id]
         insert_seq = self.core.complete(job_id, created["arch_seq"], quality)
-        error = meta.get("error")
-        if not ok and not error:
-            error = f"non-finite or failed objective {objective!r}"
+        error = None if ok else meta.get("error") or f"non-finite or failed objective {objective!r}"
         record = {"e": "d", "job_id": job_id, "worker": meta.get("worker", -1), "host": meta.get("host"),
                   "pid": meta.get("pid"),
-                  "start_time": self.clock(meta["start_epoch"]) if "start_epoch" in meta else None,
-                  "end_time": self.clock(meta["end_epoch"]) if "end_epoch" in meta else self.clock(),
+                  "start_time": self._master_time(meta, "start_epoch"),
+                  "end_time": self._master_time(meta, "end_epoch") if "end_epoch" in meta else self.clock(),
                   "quality": quality, "status": "ok" if ok else "failed", "error": error,
+                  "warning": meta.get("warning"), "donor_id": meta.get("donor_id"),
+                  "prefix_len": meta.get("prefix_len"),
                   "epochs": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
                   "insert_seq": insert_seq, "n_transferred_tensors": meta.get("n_transferred_tensors", 0),
                   "bytes_read": meta.get("bytes_read", 0), "bytes_written": meta.get("bytes_written", 0),
@@ -264,6 +309,13 @@ class Master:
             if self.index is not None and record["stored"]:
                 self.index.add(job_id, created["arch_seq"], quality)
         self._progress()
+
+    def _master_time(self, meta: dict, key: str) -> float | None:
+        """A worker's wall-clock epoch on the master's clock, in seconds since the search started."""
+        if key not in meta:
+            return None
+        offset = self.clock_offsets.get(meta.get("worker"), (0.0, 0.0))[0]
+        return self.clock(meta[key] - offset)
 
     def _observe_reads(self, job_id: int) -> None:
         """The popularity cache policy counts each tensor's donations over the last W candidates."""
@@ -293,16 +345,26 @@ class Master:
                 "space": spec["space"], "space_options": spec["space_options"], "num_choices": spec["num_choices"],
                 "dataset": spec["dataset"], "epochs": spec["epochs"], "transfer": self.transfer,
                 "transfer_options": spec["transfer"], "mutation": spec["search"]["mutation"],
-                "quanta": spec["search"]["quanta"], "training": spec["training"],
-                "evaluation": spec["evaluation"], "evotrace_version": __version__}
+                "quanta": spec["search"]["quanta"], "stage_boundary": self.stage_boundary,
+                "training": spec["training"],
+                "evaluation": spec["evaluation"], "evotrace_version": __version__,
+                "clock_offsets": {str(r): {"offset_s": o, "round_trip_s": rtt}
+                                  for r, (o, rtt) in sorted(self.clock_offsets.items())}}
 
     def write(self, suffix: str = "") -> tuple[Path, Path]:
         self.flush()
         return self.book.write(self.out_dir, self.params(), suffix)
 
 
-def run_master(evaluator, spec: dict, out_dir: Path, workers: int) -> int:
-    master = Master(spec, out_dir, workers)
+def run_master(evaluator, spec: dict, out_dir: Path, workers: int, clock_offsets: dict | None = None) -> int:
+    master = Master(spec, out_dir, workers, clock_offsets)
+    try:
+        return _search(master, evaluator, out_dir)
+    finally:
+        master.lock.release()
+
+
+def _search(master: Master, evaluator, out_dir: Path) -> int:
     remaining = master.n - len(master.book.done)
 
     def interrupt(signum, _frame):
@@ -350,6 +412,30 @@ def run_master(evaluator, spec: dict, out_dir: Path, workers: int) -> int:
     return 0
 
 
+def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int, tuple[float, float]]:
+    """On rank 0: {worker rank: (offset_s, round_trip_s)}, each worker's wall clock minus the master's,
+    from the ping-pong with the lowest round trip (the offset is then known within half of it). Other
+    ranks answer and return {}. `skew` shifts this rank's clock (a test hook: spec["inject_clock_skew"])."""
+    tag = 71
+    if comm.Get_rank() != 0:
+        for _ in range(rounds):
+            comm.recv(source=0, tag=tag)
+            comm.send(time.time() + skew, dest=0, tag=tag)
+        return {}
+    offsets = {}
+    for rank in range(1, comm.Get_size()):
+        best = None
+        for _ in range(rounds):
+            t0 = time.time()
+            comm.send(None, dest=rank, tag=tag)
+            remote = comm.recv(source=rank, tag=tag)
+            t1 = time.time()
+            if best is None or t1 - t0 < best[1]:
+                best = (remote - (t0 + t1) / 2, t1 - t0)
+        offsets[rank] = best
+    return offsets
+
+
 def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
     """Entry point on every rank: rank 0 runs the search, ranks 1..W train candidates."""
     from deephyper.evaluator import Evaluator
@@ -377,6 +463,11 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
                  spec["run"], comm.Get_size() - 1, socket.gethostname(), spec["search"]["candidates"],
                  spec["search"]["population"], spec["search"]["sample"])
     comm.Barrier()
+    offsets = estimate_clock_offsets(comm, spec.get("inject_clock_skew", {}).get(str(comm.Get_rank()), 0.0))
+    if offsets:
+        worst = max(offsets.items(), key=lambda kv: abs(kv[1][0]))
+        log.info("worker clocks: largest offset %+.6f s (rank %d), round trips <= %.6f s", worst[1][0], worst[0],
+                 max(rtt for _, rtt in offsets.values()))
     evaluator = Evaluator.create(
         evaluate, method="mpicomm",
         method_kwargs={"storage": MemoryStorage(),
@@ -387,7 +478,10 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
     with evaluator as ev:
         if ev.is_master:
             try:
-                code = run_master(ev, spec, out, comm.Get_size() - 1)
+                code = run_master(ev, spec, out, comm.Get_size() - 1, offsets)
+            except (SearchLocked, JournalError) as err:
+                log.error("search %s not started: %s", spec["run"], err)
+                code = 1
             except BaseException:
                 log.exception("search %s failed", spec["run"])
                 code = 1
