@@ -154,6 +154,7 @@ def generate(n=1_000_000, workers=64, population=100, sample=5, positions=6, cho
             "status": pa.DictionaryArray.from_arrays(pa.array(failed.astype(np.int32)), pa.array(["ok", "failed"])).cast(pa.string()),
             "error": pa.DictionaryArray.from_arrays(pa.array(np.where(failed, 0, -1).astype(np.int32), mask=ok),
                                                     pa.array(["RuntimeError: CUDA error: an illegal memory access was encountered"])).cast(pa.string()),
+            "warning": pa.nulls(n, pa.string()),
             "epochs": col(np.ones(n, np.int32), pa.int32()),
             "train_seconds": col(train, pa.float64()),
             "insert_seq": col(insert_seq, pa.int64(), insert_seq < 0),

@@ -17,6 +17,7 @@ entries; sha256, blake2b or crc32 for older ones), and a bad copy is dropped and
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -27,7 +28,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .durable import warn_once
 from .repository import tensor_hash
+
+log = logging.getLogger("evotrace.cache")
 
 POLICIES = ("none", "lru", "popularity")
 SUFFIX = ".tensor.safetensors"
@@ -82,10 +86,11 @@ class TensorCache:
         self._entries: OrderedDict[str, tuple[Path, int, str]] = OrderedDict()  # tensor_id -> (path, nbytes, hash), LRU first
         self.size = 0
         self.hits = self.misses = self.evictions = self.admissions = self.rejections = self.corrupt = 0
+        self.write_errors = 0
         self.bytes_hit = self.bytes_cached = 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(f"*{SUFFIX}"):  # a cache lives as long as its worker process
-            stale.unlink(missing_ok=True)
+        for stale in (*self.directory.glob(f"*{SUFFIX}"), *self.directory.glob(".tmp-*")):
+            stale.unlink(missing_ok=True)  # a cache lives as long as its worker process
 
     # ---------------------------------------------------------------- popularity
     def observe_donation(self, tensor_ids: Iterable[str]) -> None:
@@ -153,8 +158,15 @@ class TensorCache:
         path = self.directory / (hashlib.blake2b(tid.encode(), digest_size=16).hexdigest() + SUFFIX)
         tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            save_file({"t": tensor.detach().contiguous()}, str(tmp), metadata={"tensor_id": tid})
+            save_file({"t": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"tensor_id": tid})
             os.replace(tmp, path)
+        except OSError as err:  # best effort: a full or missing node-local disk only costs cache hits
+            tmp.unlink(missing_ok=True)
+            self.write_errors += 1
+            self.rejections += 1
+            warn_once(log, ("cache", err.errno), "tensor cache %s: cannot write (%s); tensors are read from the "
+                      "repository instead", self.directory, err)
+            return False
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -213,6 +225,7 @@ class TensorCache:
             "admissions": self.admissions,
             "rejections": self.rejections,
             "corrupt": self.corrupt,
+            "write_errors": self.write_errors,
             "bytes_hit": self.bytes_hit,
             "bytes_cached": self.bytes_cached,
         }

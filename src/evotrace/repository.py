@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import time
 import uuid
@@ -37,6 +38,8 @@ from typing import Iterable, Mapping
 import torch
 import xxhash
 
+from .durable import write_all
+
 FORMAT = 1
 HASHES = ("xxh3_128", "sha256", "crc32", "blake2b")
 DEFAULT_HASH = "xxh3_128"
@@ -48,6 +51,18 @@ class CorruptTensor(RuntimeError):
     def __init__(self, model_id, name, path, reason):
         self.model_id, self.name, self.path, self.reason = model_id, name, str(path), reason
         super().__init__(f"corrupt tensor {name!r} of model {model_id} in {path}: {reason}")
+
+
+_OWN_FILE = re.compile(r"tensors/[0-9]+\.safetensors")
+
+
+def _checked_file(rel, entry: dict) -> str:
+    """A manifest's file name, accepted only in the repository's own form ("tensors/<id>.safetensors"):
+    a tampered manifest must not make a read or a delete reach outside the repository."""
+    if not isinstance(rel, str) or not _OWN_FILE.fullmatch(rel):
+        raise CorruptTensor(entry.get("owner"), entry.get("key"), rel,
+                            "manifest names a file that is not one of the repository's tensor files")
+    return rel
 
 
 class ModelExists(FileExistsError):
@@ -116,12 +131,6 @@ def _digest(data, algorithm: str) -> str:
     raise ValueError(f"unknown hash {algorithm!r}; choose from {HASHES}")
 
 
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
                       algorithm: str, threads: int, fsync: bool, progress=None, before_sync=None,
                       after_open=None) -> dict[str, str]:
@@ -149,9 +158,9 @@ def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mappi
     try:
         if after_open is not None:
             after_open()
-        _write_all(fd, struct.pack("<Q", len(blob)) + blob)
+        write_all(fd, struct.pack("<Q", len(blob)) + blob)
         for i, (name, view) in enumerate(zip(order, views)):
-            _write_all(fd, view)
+            write_all(fd, view)
             hashes[name] = _digest(view, algorithm)
             if progress is not None:
                 progress(i + 1, len(order))
@@ -199,7 +208,7 @@ def _create(path) -> int:
 
 def _write_close(fd: int, data: bytes, fsync: bool) -> None:
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         if fsync:
             os.fsync(fd)
     finally:
@@ -298,9 +307,11 @@ class ModelRepository:
         kept frozen) are referenced, not written; with `verify_inherited` an entry whose tensor changed
         after all (e.g. a BatchNorm left in train mode) is written as this model's own and reported in
         `rewritten`. Tensors are written first and metadata last, each to a temporary name, fsynced and
-        renamed, so a crash never leaves a visible partial model."""
+        renamed, so a crash never leaves a visible partial model. Tensors on another device (a GPU) are
+        copied to the CPU first."""
         t0 = time.perf_counter()
         model_id = int(model_id)
+        state_dict = {n: t.detach().cpu() for n, t in state_dict.items()}
         meta_path = self._meta_path(model_id)
         if meta_path.exists():
             raise ModelExists(f"model {model_id} is already stored in {self.root}")
@@ -482,7 +493,7 @@ class ModelRepository:
         costs a seek + read of its own range only."""
         by_file: dict[str, list[tuple[str, dict]]] = defaultdict(list)
         for name, entry in entries.items():
-            by_file[entry["file"]].append((name, entry))
+            by_file[_checked_file(entry["file"], entry)].append((name, entry))
         out: dict[str, torch.Tensor] = {}
         nbytes = 0
         for rel, items in by_file.items():
@@ -587,7 +598,7 @@ class ModelRepository:
         """Unpublish a model and remove the tensor files no stored model refers to any more. Returns the
         files removed. Scans all metadata: meant for one maintenance process, not for concurrent use."""
         model_id = int(model_id)
-        files = {e["file"] for e in self.get_manifest(model_id).values()}
+        files = {_checked_file(e["file"], e) for e in self.get_manifest(model_id).values()}
         self._meta_path(model_id).unlink()
         self._records.pop(model_id, None)
         alive = self.refcounts()
