@@ -47,16 +47,24 @@ class PopularityWindow:
         self.window, self.k = int(window), int(k)
         self._recent: deque[frozenset[str]] = deque()
         self._counts: Counter[str] = Counter()
+        self._popular: dict[str, int] = {}  # counts >= k, kept up to date by observe
 
     def observe(self, tensor_ids: Iterable[str]) -> None:
         ids = frozenset(tensor_ids)
         self._recent.append(ids)
         self._counts.update(ids)
+        for new in ids:
+            if self._counts[new] >= self.k:
+                self._popular[new] = self._counts[new]
         if len(self._recent) > self.window:
             for old in self._recent.popleft():
                 self._counts[old] -= 1
-                if self._counts[old] <= 0:
-                    del self._counts[old]
+                if self._counts[old] >= self.k:
+                    self._popular[old] = self._counts[old]
+                else:
+                    self._popular.pop(old, None)
+                    if self._counts[old] <= 0:
+                        del self._counts[old]
 
     def count(self, tensor_id: str) -> int:
         return self._counts.get(tensor_id, 0)
@@ -66,6 +74,11 @@ class PopularityWindow:
 
     def popular(self) -> set[str]:
         return {t for t, c in self._counts.items() if c >= self.k}
+
+    def popular_counts(self) -> dict[str, int]:
+        """The counts a worker's cache acts on (those >= k: below k it admits nothing and ranks by
+        recency), shipped with each job instead of the whole window."""
+        return dict(self._popular)
 
     def snapshot(self) -> dict[str, int]:
         """Counts to ship with a job to a worker's cache (`TensorCache.set_popularity`)."""

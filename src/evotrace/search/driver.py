@@ -95,7 +95,7 @@ def _problem(num_choices):
 
 def _make_search_class():
     from deephyper.evaluator.callback import Callback
-    from deephyper.hpo._search import Search
+    from deephyper.hpo._search import Search, SearchHistory
 
     class ResultCatcher(Callback):
         """DeepHyper hands `_tell` only (config, objective): keep each job's metadata for it."""
@@ -108,6 +108,21 @@ def _make_search_class():
             for bulky in ("tensor_popularity", "population_qualities"):  # DeepHyper keeps every job's args
                 job.args.pop(bulky, None)
 
+    class UntoldHistory(SearchHistory):
+        """DeepHyper's history keeps every Job for the whole run; the trace book already holds what
+        matters, so keep only jobs gathered but not told (the last ones, gathered after the loop)."""
+
+        def __init__(self, problem, master):
+            super().__init__(problem)
+            self.m, self.count = master, 0
+
+        def extend(self, jobs):
+            self.count += len(jobs)
+            super().extend([job for job in jobs if int(job.args["job_id"]) not in self.m.book.done])
+
+        def __len__(self):
+            return self.count
+
     class TracedRegularizedEvolution(Search):
         """Algorithm 1 behind DeepHyper's Search interface: `_ask` creates candidates (or re-submits
         those a killed run left unfinished), `_tell` inserts results and records the trace."""
@@ -117,7 +132,9 @@ def _make_search_class():
                              log_dir=str(master.out_dir), checkpoint_history_to_csv=False)
             self.m = master
             self.gather_batch_size = master.spec["search"]["quanta"]
+            self.history = UntoldHistory(self._problem, master)
             self._owed = 0
+            self._running = 0  # DeepHyper's num_jobs_submitted lists every job at each call
 
         def _ask(self, n=1):
             self._owed += n
@@ -133,8 +150,8 @@ def _make_search_class():
                 self._owed -= 1
             if self.m.core.done_creating and not self.m.retry:
                 self._owed = 0
-            running = self._evaluator.num_jobs_submitted - self._evaluator.num_jobs_gathered
-            if not configs and running == 0 and len(self.m.book.done) < self.m.n:
+            self._running += len(configs)
+            if not configs and self._running == 0 and len(self.m.book.done) < self.m.n:
                 raise StarvedPopulation(
                     f"population has {len(self.m.core.population)} of p={self.m.p} members, no candidate "
                     f"can be created and none is running"
@@ -143,6 +160,7 @@ def _make_search_class():
             return configs
 
         def _tell(self, results):
+            self._running -= len(results)
             for config, objective in results:
                 job_id = int(config["job_id"])
                 self.m.complete(job_id, objective, self.m.catcher.metadata.pop(job_id, {}))
@@ -276,7 +294,7 @@ class Master:
         config.update(job_id=record["job_id"], arch_seq=record["arch_seq"], donor_id=record["donor_id"],
                       prefix_len=record["prefix_len"])
         if record["donor_id"] is not None and self.popularity is not None:
-            config["tensor_popularity"] = self.popularity.snapshot()
+            config["tensor_popularity"] = self.popularity.popular_counts()
         if self.transfer and self.spec["transfer"]["skip_store"].get("enabled"):
             config["population_qualities"] = self.core.qualities()
         record["submit_time"] = self.clock()
@@ -358,6 +376,8 @@ class Master:
 
 def run_master(evaluator, spec: dict, out_dir: Path, workers: int, clock_offsets: dict | None = None) -> int:
     master = Master(spec, out_dir, workers, clock_offsets)
+    if hasattr(evaluator, "attach"):  # a simulated evaluator brings its own (virtual) clock
+        evaluator.attach(master)
     try:
         return _search(master, evaluator, out_dir)
     finally:
@@ -438,8 +458,6 @@ def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int
 
 def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
     """Entry point on every rank: rank 0 runs the search, ranks 1..W train candidates."""
-    from deephyper.evaluator import Evaluator
-    from deephyper.evaluator.storage import MemoryStorage
     from mpi4py import MPI
 
     from ..runspec import load_spec
@@ -468,12 +486,10 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
         worst = max(offsets.items(), key=lambda kv: abs(kv[1][0]))
         log.info("worker clocks: largest offset %+.6f s (rank %d), round trips <= %.6f s", worst[1][0], worst[0],
                  max(rtt for _, rtt in offsets.values()))
-    evaluator = Evaluator.create(
-        evaluate, method="mpicomm",
-        method_kwargs={"storage": MemoryStorage(),
-                       "run_function_kwargs": {"spec_path": spec_path, "cache_dir": cache_dir,
-                                               "repository": str(out / "repository")}},
-    )
+    from .evaluators import lean_mpicomm
+
+    evaluator = lean_mpicomm(evaluate, run_function_kwargs={"spec_path": spec_path, "cache_dir": cache_dir,
+                                                            "repository": str(out / "repository")})
     code = 0
     with evaluator as ev:
         if ev.is_master:
