@@ -9,6 +9,7 @@ workers on a virtual clock behind the same submit/gather interface."""
 from __future__ import annotations
 
 import heapq
+import time
 
 from deephyper.evaluator import Evaluator, MaximumJobsSpawnReached
 from deephyper.evaluator._job import JobStatus
@@ -81,21 +82,22 @@ def lean_mpicomm(run_function, **kwargs):
     return LeanMPICommEvaluator(run_function, storage=LeanStorage(), **kwargs)
 
 
-class SimulatedEvaluator(Lean, Evaluator):
-    """W virtual workers on a virtual clock. `run_function(args, worker, now)` returns the job's
-    duration in virtual seconds and its output ({"objective", "metadata"}, as a real worker's); a
-    submitted job goes to the lowest-numbered idle worker, and gather returns the `size` jobs that end
-    first, advancing the clock to the last of them."""
+class VirtualClock:
+    """Mixin for an Evaluator: W virtual workers on a virtual clock. `run_function(args, worker, now)`
+    returns the job's duration in virtual seconds and its output ({"objective", "metadata"}, as a
+    real worker's); a submitted job goes to the lowest-numbered idle worker, and gather returns the
+    `size` jobs that end first, advancing the clock to the last of them. The job bookkeeping is
+    DeepHyper's own (storage, job lists, scans), so that only `Lean` changes its cost."""
 
-    def __init__(self, run_function, num_workers: int, callbacks=None):
-        super().__init__(run_function, num_workers=num_workers, callbacks=callbacks, storage=LeanStorage())
+    def _start_clock(self, num_workers: int) -> None:
         self.now = 0.0
+        self.worker_seconds = 0.0  # wall time spent computing what the virtual workers report
         self._idle = list(range(1, num_workers + 1))
         self._running: list[tuple[float, int, int, object]] = []
         self._order = 0
 
     async def execute(self, job):  # pragma: no cover - jobs never go through asyncio here
-        raise NotImplementedError("SimulatedEvaluator runs jobs in submit()")
+        raise NotImplementedError("a virtual-clock evaluator runs jobs in submit()")
 
     def clock(self, epoch: float | None = None) -> float:
         """The master's clock: virtual seconds since the search started."""
@@ -112,12 +114,18 @@ class SimulatedEvaluator(Lean, Evaluator):
                 raise MaximumJobsSpawnReached
             if not self._idle:
                 raise RuntimeError(f"submitted more jobs than the {self.num_workers} virtual workers")
-            job = self._create_job(self._storage.create_new_job(self._search_id), args, None, self._storage)
+            job_id = self._storage.create_new_job(self._search_id)
+            self._storage.store_job_in(job_id, args=(args,))
+            job = self._create_job(job_id, args, None, self._storage)
+            self.job_id_submitted.append(job_id)
             job.context.search = self.search
+            self.jobs.append(job)
             self._on_launch(job)
             job.status = JobStatus.RUNNING
             worker = heapq.heappop(self._idle)
+            t0 = time.perf_counter()
             duration, output = self.run_function(job.args, worker, self.now)
+            self.worker_seconds += time.perf_counter() - t0
             job.set_output(output)
             self._order += 1
             heapq.heappush(self._running, (self.now + duration, self._order, worker, job))
@@ -131,12 +139,30 @@ class SimulatedEvaluator(Lean, Evaluator):
             heapq.heappush(self._idle, worker)
             self._on_done(job)
             self.job_id_gathered.append(job.id)
+            self.job_id_submitted.remove(job.id)
             done.append(job)
+        other = self.gather_other_jobs_done()
         for cb in self._callbacks:
-            cb.on_gather(done, [])
-        return done
+            cb.on_gather(done, other)
+        return (done, other) if other else done
 
     def close(self):
         for cb in self._callbacks:
             cb.on_close()
         return []
+
+
+class SimulatedEvaluator(Lean, VirtualClock, Evaluator):
+    """The simulated search's evaluator: virtual workers (VirtualClock), lean bookkeeping (Lean)."""
+
+    def __init__(self, run_function, num_workers: int, callbacks=None):
+        super().__init__(run_function, num_workers=num_workers, callbacks=callbacks, storage=LeanStorage())
+        self._start_clock(num_workers)
+
+
+class StockSimulatedEvaluator(VirtualClock, Evaluator):
+    """The same virtual workers with DeepHyper's stock bookkeeping (for bench/bench_scale.py)."""
+
+    def __init__(self, run_function, num_workers: int, callbacks=None):
+        super().__init__(run_function, num_workers=num_workers, callbacks=callbacks, storage=MemoryStorage())
+        self._start_clock(num_workers)
