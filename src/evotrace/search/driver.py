@@ -343,6 +343,8 @@ class Master:
     def flush(self) -> None:
         if self.tracing:
             self.journal.append(self.pending)
+        for record in self.pending:  # the generator state is for resuming from the journal only
+            record.pop("rng", None)
         self.pending = []
 
     def _progress(self) -> None:

@@ -8,6 +8,7 @@ their metadata."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -92,7 +93,7 @@ class SimulatedWorkers:
             for i in np.flatnonzero(inherited):
                 position, size = int(maxpos[i]), int(nbytes[i])
                 owner = int(donor_owners[position + 1])
-                tensor_id = f"{owner}/{names[i]}"
+                tensor_id = sys.intern(f"{owner}/{names[i]}")  # popular tensors are read by many
                 hit = cache.read(tensor_id, size, popularity)
                 reads.append({"tensor_id": tensor_id, "owner_id": owner, "position": position, "nbytes": size,
                               "cache_hit": hit})
