@@ -3,8 +3,10 @@
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import pytest
 
 from evotrace.data import prepare, save
 from evotrace.runspec import build_spec, write_spec
+from evotrace.search.driver import Master
 from evotrace.search.invariants import algorithm1_violations
+from evotrace.search.journal import Journal, JournalError, SearchLocked
 from evotrace.search.regevo import RegularizedEvolution, StarvedPopulation, position_weights
 from evotrace.trace import run_metadata
 
@@ -199,6 +203,141 @@ def test_invariant_checker_rejects_a_tournament_over_a_partial_population():
                  "population_version": 2, "quality": 0.9, "status": "ok", "insert_seq": 3})
     problems = algorithm1_violations(pd.DataFrame(rows), 3, 2, 4)
     assert any("population of 2 < p=3" in v for v in problems)
+
+
+# --- the master's journal, lock and restart, without MPI ----------------------------------------
+
+def _master(spec_path, spec=None, workers=2) -> Master:
+    return Master(spec or json.loads(spec_path.read_text()), spec_path.parent, workers)
+
+
+def _stop(master: Master) -> None:
+    """What a killed master leaves: its journal as written, its lock released."""
+    master.journal.close()
+    master.lock.release()
+
+
+def _created(master: Master, k: int) -> None:
+    for _ in range(k):
+        master.create(master.core.create())
+    master.flush()
+
+
+def test_resume_refuses_a_changed_spec_and_names_the_keys(tmp_path, tabular):
+    spec_path = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2)
+    m = _master(spec_path)
+    _created(m, 4)
+    _stop(m)
+    changed = json.loads(spec_path.read_text())
+    changed["search"]["population"], changed["seed"] = 12, 6
+    with pytest.raises(JournalError) as err:
+        _master(spec_path, changed)
+    assert "search.population: 10 -> 12" in str(err.value) and "seed: 5 -> 6" in str(err.value)
+    assert "2 changed key(s)" in str(err.value) and "start afresh" in str(err.value)
+    more_workers = json.loads(spec_path.read_text())
+    more_workers["search"]["workers"] = 5  # allowed: the search itself does not depend on W
+    m = _master(spec_path, more_workers, workers=5)
+    assert [r["job_id"] for r in m.retry] == [0, 1, 2, 3]
+    _stop(m)
+
+
+def test_journal_bad_line_in_the_middle_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    first = b'{"e":"c","job_id":0}\n'
+    path.write_bytes(first + b'{"e":"d","job_id":0,"qual' + b'{"e":"c","job_id":1}\n' + b'{"e":"d","job_id":1}\n')
+    with pytest.raises(JournalError, match=rf"line 2 \(byte offset {len(first)}\)"):
+        Journal(path).read()
+    path.write_bytes(first + b'{"e":"d","jo')  # a kill in the middle of the last append
+    journal = Journal(path)
+    assert journal.read() == [{"e": "c", "job_id": 0}]
+    journal.open()
+    journal.append([{"e": "c", "job_id": 1}])
+    journal.close()
+    assert [r["job_id"] for r in Journal(path).read()] == [0, 1]
+
+
+def test_journal_short_write_fails_loudly_at_the_record_it_cut(tmp_path):
+    """A file-size limit makes the kernel write part of a record, then refuse (as a full disk does)."""
+    code = textwrap.dedent("""
+        import resource, signal, sys
+        from evotrace.search.journal import Journal, JournalError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        journal = Journal(sys.argv[1])
+        journal.open()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+        for i in range(100):
+            try:
+                journal.append([{"e": "c", "job_id": i, "pad": "x" * 50}])
+            except JournalError as err:
+                print(i, err)
+                sys.exit(3)
+    """)
+    path = tmp_path / "journal.jsonl"
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    cut = int(proc.stdout.split()[0])
+    assert "failed" in proc.stdout and "rerun it to resume" in proc.stdout
+    assert [r["job_id"] for r in Journal(path).read()] == list(range(cut))  # every whole record, none lost
+
+
+def test_a_second_master_is_refused_while_the_first_holds_the_lock(tmp_path, tabular):
+    spec_path = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2)
+    code = textwrap.dedent(f"""
+        import json, pathlib, time
+        from evotrace.search.driver import Master
+        spec = pathlib.Path({str(spec_path)!r})
+        master = Master(json.loads(spec.read_text()), spec.parent, 2)
+        print("locked", flush=True)
+        time.sleep(120)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SearchLocked) as err:
+            _master(spec_path)
+        assert f'"pid": {holder.pid}' in str(err.value) and socket.gethostname() in str(err.value)
+        assert '"since"' in str(err.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    _stop(_master(spec_path))  # a killed master's lock goes with it
+
+
+def test_search_start_removes_leftover_temporary_files(tmp_path, tabular):
+    spec_path = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2, transfer=True)
+    m = _master(spec_path)
+    _created(m, 3)
+    _stop(m)
+    out = spec_path.parent
+    leftovers = [out / ".candidates.parquet.tmp-4242", out / "repository/tensors/.tmp-4242-0a1b",
+                 out / "repository/models/.tmp-4242-2c3d"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    _stop(_master(spec_path))
+    assert [p for p in leftovers if p.exists()] == []
+
+
+def test_storage_error_keeps_the_quality_and_warns_once(tmp_path, tabular, caplog, monkeypatch):
+    import evotrace.durable
+    import torch
+    from evotrace.repository import ModelRepository
+    from evotrace.search.worker import _store
+
+    monkeypatch.setattr(evotrace.durable, "_WARNED", set())
+    spec = json.loads(make_spec(tmp_path, tabular, transfer=True).read_text())
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.rmtree(repo.root / "tensors")
+    (repo.root / "tensors").write_bytes(b"")  # every tensor write now fails with an OSError
+    state = {"spec": spec, "repository": repo, "rank": 1}
+    model = torch.nn.Linear(3, 2)
+    metas = []
+    for job_id in (11, 12):
+        meta = {"stored": False, "warning": None, "bytes_written": 0}
+        _store(state, model, (1, 2), 0.75, {"job_id": job_id}, {}, meta)
+        metas.append(meta)
+    assert all(not m["stored"] and m["warning"].startswith("not stored: NotADirectoryError") for m in metas)
+    assert len([r for r in caplog.records if "cannot store models" in r.getMessage()]) == 1
 
 
 # --- real MPI searches -------------------------------------------------------------------------
