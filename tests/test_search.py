@@ -358,6 +358,52 @@ def test_mpi_search_follows_algorithm1(tmp_path, tabular):
 
 
 @pytest.mark.mpi
+def test_eight_workers_wait_for_a_full_population_on_skewed_clocks(tmp_path, tabular):
+    """W=8 > p=5: stage 2 starts only once p results are in (the idle workers show in the trace), failed
+    stage-1 candidates are replaced, and worker clocks set 1000 s ahead / 250 s behind are corrected."""
+    spec = make_spec(tmp_path, tabular, n=40, p=5, s=2, workers=8, evaluation={"kind": "sleep", "seconds": 0.05},
+                     inject_failures={"rate": 0.2}, inject_clock_skew={"1": 1000.0, "3": -250.0})
+    trace, _ = run_search(spec, 8)
+    assert algorithm1_violations(trace, 5, 2, 40) == []
+    stage1, stage2 = trace[trace["stage"] == 1], trace[trace["stage"] == 2]
+    assert (stage1["status"] == "ok").sum() == 5 and (stage1["status"] == "failed").any()
+    assert (stage2["population_version"] >= 5).all() and len(stage2) == 40 - len(stage1)
+    full_at = stage1.loc[stage1["status"] == "ok", "end_time"].max()
+    assert stage2["submit_time"].min() >= full_at - 0.01
+    meta = run_metadata(pq.read_schema(spec.parent / "candidates.parquet"))
+    assert meta["stage_boundary"] == "wait" and sorted(meta["clock_offsets"], key=int) == [str(r) for r in range(1, 9)]
+    offsets = {int(r): v["offset_s"] for r, v in meta["clock_offsets"].items()}
+    assert offsets[1] == pytest.approx(1000.0, abs=0.05) and offsets[3] == pytest.approx(-250.0, abs=0.05)
+    assert all(abs(o) < 0.05 for r, o in offsets.items() if r not in (1, 3))
+    assert {1, 3} <= set(trace["worker"])
+    assert (trace["start_time"] >= trace["submit_time"] - 0.01).all()
+    assert (trace["end_time"] >= trace["start_time"]).all() and (trace["end_time"] < 300).all()
+
+
+@pytest.mark.mpi
+def test_single_worker_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, tabular):
+    """Created candidates reach the journal before they run, with the generator state: a resumed W=1
+    search re-submits the one that was running and continues the same random stream."""
+    sleep = {"kind": "sleep", "seconds": 0.1}
+    whole, _ = run_search(make_spec(tmp_path / "whole", tabular, n=30, p=5, s=2, workers=1, evaluation=sleep), 1)
+    spec = make_spec(tmp_path / "killed", tabular, n=30, p=5, s=2, workers=1, evaluation=sleep)
+    journal = spec.parent / "journal.jsonl"
+    proc = subprocess.Popen(search_cmd(spec, 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and journal.read_text().count('"e":"d"') >= 12):
+        time.sleep(0.05)
+    master = next(c for c in psutil.Process(proc.pid).children(recursive=True)
+                  if c.environ().get("PMI_RANK") == "0" and "evotrace" in " ".join(c.cmdline()))
+    master.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (spec.parent / "candidates.parquet").exists()
+    resumed, log = run_search(spec, 1)
+    assert "resuming" in log
+    for column in ("stage", "arch_seq", "parent_id", "mutation_pos", "quality", "insert_seq"):
+        assert resumed[column].astype(str).tolist() == whole[column].astype(str).tolist(), column
+
+
+@pytest.mark.mpi
 def test_failures_are_recorded_and_never_enter_the_population(tmp_path, tabular):
     spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2, inject_failures={"rate": 0.1, "nan_jobs": [12]})
     trace, _ = run_search(spec, 2)
@@ -365,6 +411,7 @@ def test_failures_are_recorded_and_never_enter_the_population(tmp_path, tabular)
     assert len(trace) == 40 and 12 in set(failed["job_id"])
     assert len(failed) >= 3
     assert failed["quality"].isna().all() and failed["insert_seq"].isna().all()
+    assert trace.loc[trace["status"] == "ok", "error"].isna().all()
     assert failed["error"].str.contains("injected failure|NonFiniteLoss").all()
     assert not set(failed["job_id"]) & set(trace["parent_id"].dropna().astype(int))
     assert algorithm1_violations(trace, 10, 3, 40) == []
@@ -423,17 +470,19 @@ def test_transfer_search_picks_longest_prefix_donors(tmp_path, tabular):
     stored = trace[trace["stored"]]
     assert len(stored) == (trace["status"] == "ok").sum()
     with_donor = trace[trace["donor_id"].notna()]
-    assert len(with_donor) >= 30
+    assert len(with_donor) >= 20
     for row in trace.itertuples():
         before = stored[stored["insert_seq"] < row.population_version]
-        if before.empty:
-            assert pd.isna(row.donor_id)
+        if before.empty or pd.isna(row.donor_id):  # no donor, or none of its tensors fit: no transfer
+            assert pd.isna(row.donor_id) and pd.isna(row.prefix_len) and row.n_transferred_tensors == 0
             continue
         lcps = before["arch_seq"].map(lambda s: _lcp(s, row.arch_seq))
         best = before[lcps == lcps.max()]
         assert row.prefix_len == lcps.max(), row.job_id
         assert int(row.donor_id) in set(best[best["quality"] == best["quality"].max()]["job_id"]), row.job_id
-    assert (with_donor["n_transferred_tensors"] > 0).any() and (with_donor["bytes_read"] > 0).any()
+    # the trace names a donor exactly when tensors were copied from it
+    assert (with_donor["n_transferred_tensors"] > 0).all() and (with_donor["bytes_read"] > 0).any()
+    assert trace["error"].isna().all() and trace["warning"].isna().all() and (trace["epochs"] == 1).all()
     assert set(reads["job_id"]) <= set(with_donor["job_id"])
     assert (reads.groupby("job_id").size() == with_donor.set_index("job_id")["n_transferred_tensors"].reindex(
         reads["job_id"].unique())).all()
