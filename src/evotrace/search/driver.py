@@ -389,8 +389,8 @@ def _search(master: Master, evaluator, out_dir: Path) -> int:
         master.journal.close()
         return 143
     except BaseException:
-        if master.book.done:
-            master.write(".partial")
+        if master.book.done:  # not master.write: the error may be the journal's own (disk full)
+            master.book.write(out_dir, master.params(), ".partial")
         master.journal.close()
         raise
     finally:
