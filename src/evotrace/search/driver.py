@@ -258,6 +258,7 @@ class Master:
             removed = ModelRepository(self.out_dir / "repository", fsync=False).clean(max_age_s=0)
             if removed:
                 log.info("removed %d leftover file(s) of interrupted repository writes", len(removed))
+
     def create(self, cand: Candidate) -> dict:
         record = {"e": "c", "job_id": cand.job_id, "stage": cand.stage, "arch_seq": list(cand.arch_seq),
                   "parent_id": cand.parent_id, "mutation_pos": cand.mutation_pos,
@@ -479,8 +480,8 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
         if ev.is_master:
             try:
                 code = run_master(ev, spec, out, comm.Get_size() - 1, offsets)
-            except (SearchLocked, JournalError) as err:
-                log.error("search %s not started: %s", spec["run"], err)
+            except (SearchLocked, JournalError) as err:  # the message says what to do: no traceback
+                log.error("search %s: %s", spec["run"], err)
                 code = 1
             except BaseException:
                 log.exception("search %s failed", spec["run"])
