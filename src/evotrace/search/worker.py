@@ -4,12 +4,11 @@ an "F_..." objective (DeepHyper aborts the whole search on a worker exception) w
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 import traceback
-
-import logging
 
 import numpy as np
 
@@ -218,7 +217,7 @@ def _store(state, model, seq, quality, params, inherited, meta) -> None:
             repo.delete(params["job_id"])
             put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
     except OSError as err:  # disk full, quota: the candidate trained fine, it just cannot be a donor
-        meta["warning"] = f"not stored: {type(err).__name__}: {err}"
+        meta["warning"] = "; ".join(filter(None, (meta.get("warning"), f"not stored: {type(err).__name__}: {err}")))
         warn_once(log, ("store", err.errno), "rank %d: cannot store models in %s (%s); candidates keep their "
                   "quality but cannot become donors", state["rank"], repo.root, err)
         return
