@@ -415,8 +415,10 @@ def _search(master: Master, evaluator, out_dir: Path) -> int:
 
 def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int, tuple[float, float]]:
     """On rank 0: {worker rank: (offset_s, round_trip_s)}, each worker's wall clock minus the master's,
-    from the ping-pong with the lowest round trip (the offset is then known within half of it). Other
-    ranks answer and return {}. `skew` shifts this rank's clock (a test hook: spec["inject_clock_skew"])."""
+    from the ping-pong with the lowest round trip. The worker's reading lies within that round trip, so
+    the offset is known within half of it: an offset smaller than that is no evidence of skew (clocks on
+    the master's own node, for one) and is taken as 0. Other ranks answer and return {}. `skew` shifts
+    this rank's clock (a test hook: spec["inject_clock_skew"])."""
     tag = 71
     if comm.Get_rank() != 0:
         for _ in range(rounds):
@@ -433,7 +435,8 @@ def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int
             t1 = time.time()
             if best is None or t1 - t0 < best[1]:
                 best = (remote - (t0 + t1) / 2, t1 - t0)
-        offsets[rank] = best
+        offset, rtt = best
+        offsets[rank] = (0.0 if abs(offset) <= rtt / 2 else offset, rtt)
     return offsets
 
 
