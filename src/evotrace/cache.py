@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .durable import warn_once
@@ -173,11 +173,14 @@ class TensorCache:
         try:
             save_file({"t": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"tensor_id": tid})
             os.replace(tmp, path)
-        except OSError as err:  # best effort: a full or missing node-local disk only costs cache hits
-            tmp.unlink(missing_ok=True)
+        except (OSError, SafetensorError) as err:  # best effort: a full or lost node-local disk costs hits only
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             self.write_errors += 1
             self.rejections += 1
-            warn_once(log, ("cache", err.errno), "tensor cache %s: cannot write (%s); tensors are read from the "
+            warn_once(log, ("cache", getattr(err, "errno", None) or str(err).split(" at path")[0]), "tensor cache %s: cannot write (%s); tensors are read from the "
                       "repository instead", self.directory, err)
             return False
         except BaseException:

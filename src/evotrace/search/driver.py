@@ -276,6 +276,7 @@ class Master:
             removed = ModelRepository(self.out_dir / "repository", fsync=False).clean(max_age_s=0)
             if removed:
                 log.info("removed %d leftover file(s) of interrupted repository writes", len(removed))
+
     def create(self, cand: Candidate) -> dict:
         record = {"e": "c", "job_id": cand.job_id, "stage": cand.stage, "arch_seq": list(cand.arch_seq),
                   "parent_id": cand.parent_id, "mutation_pos": cand.mutation_pos,
@@ -411,8 +412,8 @@ def _search(master: Master, evaluator, out_dir: Path) -> int:
         master.journal.close()
         return 143
     except BaseException:
-        if master.book.done:
-            master.write(".partial")
+        if master.book.done:  # not master.write: the error may be the journal's own (disk full)
+            master.book.write(out_dir, master.params(), ".partial")
         master.journal.close()
         raise
     finally:
@@ -436,8 +437,10 @@ def _search(master: Master, evaluator, out_dir: Path) -> int:
 
 def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int, tuple[float, float]]:
     """On rank 0: {worker rank: (offset_s, round_trip_s)}, each worker's wall clock minus the master's,
-    from the ping-pong with the lowest round trip (the offset is then known within half of it). Other
-    ranks answer and return {}. `skew` shifts this rank's clock (a test hook: spec["inject_clock_skew"])."""
+    from the ping-pong with the lowest round trip. The worker's reading lies within that round trip, so
+    the offset is known within half of it: an offset smaller than that is no evidence of skew (clocks on
+    the master's own node, for one) and is taken as 0. Other ranks answer and return {}. `skew` shifts
+    this rank's clock (a test hook: spec["inject_clock_skew"])."""
     tag = 71
     if comm.Get_rank() != 0:
         for _ in range(rounds):
@@ -454,7 +457,8 @@ def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int
             t1 = time.time()
             if best is None or t1 - t0 < best[1]:
                 best = (remote - (t0 + t1) / 2, t1 - t0)
-        offsets[rank] = best
+        offset, rtt = best
+        offsets[rank] = (0.0 if abs(offset) <= rtt / 2 else offset, rtt)
     return offsets
 
 
@@ -497,8 +501,8 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
         if ev.is_master:
             try:
                 code = run_master(ev, spec, out, comm.Get_size() - 1, offsets)
-            except (SearchLocked, JournalError) as err:
-                log.error("search %s not started: %s", spec["run"], err)
+            except (SearchLocked, JournalError) as err:  # the message says what to do: no traceback
+                log.error("search %s: %s", spec["run"], err)
                 code = 1
             except BaseException:
                 log.exception("search %s failed", spec["run"])

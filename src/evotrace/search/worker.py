@@ -4,12 +4,11 @@ an "F_..." objective (DeepHyper aborts the whole search on a worker exception) w
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 import traceback
-
-import logging
 
 import numpy as np
 
@@ -76,12 +75,15 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
 
 
 def _injected_failure(spec: dict, job_id: int) -> str | None:
-    """Test hook (spec["inject_failures"]): fail a seeded fraction of jobs, or make given jobs diverge."""
+    """Test hook (spec["inject_failures"]): fail a seeded fraction of jobs, make given jobs diverge, or give
+    them a model too large for any device (bench/gpu_check.py)."""
     inject = spec.get("inject_failures")
     if not inject:
         return None
     if job_id in inject.get("nan_jobs", []):
         return "nan"
+    if job_id in inject.get("oversized_jobs", []):
+        return "oversized"
     rng = np.random.default_rng([spec["seed"], job_id, 7])
     return "raise" if rng.random() < inject.get("rate", 0.0) else None
 
@@ -141,6 +143,8 @@ def _run(state: dict, params: dict, meta: dict) -> float:
     transferred = None
     if spec["transfer"]["enabled"] and params.get("donor_id") is not None:
         transferred = _transfer(state, model, seq, params, meta)
+    if injected == "oversized":  # 1 TiB of buffer: the device's allocator must refuse it
+        model.register_buffer("ballast", torch.empty(2**40, dtype=torch.uint8, device=state["device"]))
     if injected == "nan":
         with torch.no_grad():
             next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
@@ -213,7 +217,7 @@ def _store(state, model, seq, quality, params, inherited, meta) -> None:
             repo.delete(params["job_id"])
             put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
     except OSError as err:  # disk full, quota: the candidate trained fine, it just cannot be a donor
-        meta["warning"] = f"not stored: {type(err).__name__}: {err}"
+        meta["warning"] = "; ".join(filter(None, (meta.get("warning"), f"not stored: {type(err).__name__}: {err}")))
         warn_once(log, ("store", err.errno), "rank %d: cannot store models in %s (%s); candidates keep their "
                   "quality but cannot become donors", state["rank"], repo.root, err)
         return
