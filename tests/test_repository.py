@@ -328,3 +328,28 @@ def test_tampered_manifest_cannot_reach_outside_the_repository(tmp_path, bad):
     with pytest.raises(CorruptTensor, match="not one of the repository's tensor files"):
         fresh.delete(0)
     assert victim.read_bytes() == b"precious" and meta_path.exists() and (root / "tensors/0.safetensors").exists()
+
+
+def test_discard_removes_only_the_model_and_scans_nothing(tmp_path, monkeypatch):
+    """A resumed search's re-submitted candidate replaces its unannounced model: at W=1000 and N=100k a
+    scan of every manifest per call would be ~1e8 metadata reads."""
+    repo = ModelRepository(tmp_path / "repo", fsync=False)
+    donor = repo.put(1, [0, 1], 0.5, _state(1))
+    child_state = _state(2)
+    child_state["a"] = repo.load(1)["a"]
+    repo.put(2, [0, 2], 0.6, child_state, {"a": repo.get_manifest(1)["a"]})
+    monkeypatch.setattr(repo, "list_models", lambda: pytest.fail("discard scanned the repository"))
+    removed = repo.discard(2)
+    assert removed == ["models/2.json", "tensors/2.safetensors"]
+    assert 2 not in repo and (tmp_path / "repo" / donor.file).exists()
+    assert repo.load(1)["a"].equal(_state(1)["a"])
+
+
+def test_manifest_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(ModelRepository, "RECORDS_CACHED", 3)
+    repo = ModelRepository(tmp_path / "repo", fsync=False)
+    for i in range(6):
+        repo.put(i, [i], 0.1, _state(i))
+    for i in range(6):
+        repo.get(i)
+    assert list(repo._records) == [3, 4, 5]

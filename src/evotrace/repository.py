@@ -29,7 +29,7 @@ import struct
 import time
 import uuid
 import zlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +245,8 @@ class ModelRecord:
 
 
 class ModelRepository:
+    RECORDS_CACHED = 4096
+
     """A directory of models on a filesystem shared by all ranks; any rank may put models with distinct
     ids concurrently, and any rank may read. Metadata is immutable once published and is cached."""
 
@@ -261,7 +263,7 @@ class ModelRepository:
         self.hash_threads = min(4, os.cpu_count() or 1) if hash_threads is None else int(hash_threads)
         (self.root / "tensors").mkdir(parents=True, exist_ok=True)
         (self.root / "models").mkdir(parents=True, exist_ok=True)
-        self._records: dict[int, ModelRecord] = {}
+        self._records: OrderedDict[int, ModelRecord] = OrderedDict()  # most recently used last
         self.bytes_read = 0
         self.bytes_written = 0
         self.tensors_read = 0
@@ -418,7 +420,7 @@ class ModelRepository:
         written = file_bytes + len(blob)
         self.bytes_written += written
         self.tensors_written += len(own)
-        self._records[model_id] = self._record(meta)
+        self._remember(model_id, self._record(meta))
         return PutResult(
             model_id=model_id,
             bytes_written=written,
@@ -470,10 +472,12 @@ class ModelRepository:
     def get(self, model_id: int) -> ModelRecord:
         model_id = int(model_id)
         record = self._records.get(model_id)
+        if record is not None:
+            self._records.move_to_end(model_id)
         if record is None:
             with open(self._meta_path(model_id), "rb") as fh:
                 record = self._record(json.loads(fh.read()))
-            self._records[model_id] = record
+            self._remember(model_id, record)
         return record
 
     def get_manifest(self, model_id: int) -> dict[str, dict]:
@@ -593,6 +597,27 @@ class ModelRepository:
             for rel in {e["file"] for e in self.get_manifest(model_id).values()}:
                 counts[rel] += 1
         return dict(counts)
+
+    def _remember(self, model_id: int, record: ModelRecord) -> None:
+        """Cache a model's metadata, keeping at most RECORDS_CACHED (a worker of a 100k search would
+        otherwise hold every manifest it ever read)."""
+        self._records[model_id] = record
+        self._records.move_to_end(model_id)
+        while len(self._records) > self.RECORDS_CACHED:
+            self._records.popitem(last=False)
+
+    def discard(self, model_id: int) -> list[str]:
+        """Unpublish a model that no other model refers to (a resumed search's re-submitted candidate,
+        never announced as a donor): its metadata and its own tensor file, without scanning the others."""
+        model_id = int(model_id)
+        own = self._tensor_rel(model_id)
+        self._meta_path(model_id).unlink(missing_ok=True)
+        self._records.pop(model_id, None)
+        removed = ["models/" + self._meta_path(model_id).name]
+        if (self.root / own).exists():
+            (self.root / own).unlink()
+            removed.append(own)
+        return removed
 
     def delete(self, model_id: int) -> list[str]:
         """Unpublish a model and remove the tensor files no stored model refers to any more. Returns the

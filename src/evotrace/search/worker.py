@@ -214,7 +214,7 @@ def _store(state, model, seq, quality, params, inherited, meta) -> None:
         except ModelExists:
             # a re-submitted candidate of a resumed search: the earlier attempt's model was never
             # announced to the master, so no other model refers to it
-            repo.delete(params["job_id"])
+            repo.discard(params["job_id"])
             put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
     except OSError as err:  # disk full, quota: the candidate trained fine, it just cannot be a donor
         meta["warning"] = "; ".join(filter(None, (meta.get("warning"), f"not stored: {type(err).__name__}: {err}")))
