@@ -33,7 +33,8 @@ def test_simulated_traces_follow_algorithm1(tmp_path, workers, n):
     assert algorithm1_violations(trace, 50, 5, n) == []
     assert trace["worker"].nunique() == min(workers, n)
     meta = json.loads(pq.read_schema(tmp_path / "candidates.parquet").metadata[b"evotrace"])
-    assert meta["evaluation"] == {"kind": "simulated", "model": "synthetic"} and meta["workers"] == workers
+    assert meta["evaluation"]["kind"] == "simulated" and meta["evaluation"]["model"] == "synthetic"
+    assert meta["evaluation"]["parameters"]["model"] == "synthetic" and meta["workers"] == workers
     # at most W candidates run at any virtual time
     events = np.concatenate([np.c_[trace["start_time"], np.ones(n)], np.c_[trace["end_time"], -np.ones(n)]])
     events = events[np.lexsort((events[:, 1], events[:, 0]))]

@@ -8,7 +8,9 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
+from array import array
 from collections import deque
 from pathlib import Path
 
@@ -40,6 +42,55 @@ class Clock:
         return (time.time() if epoch is None else epoch) - self.origin + self.offset
 
 
+class ReadLog:
+    """Each job's tensor reads, packed: a 100k-candidate search makes millions of reads, and a dict per
+    read would hold ~250 bytes each for the whole run. Set and get lists of read dicts per job."""
+
+    _INTS = (("owner_id", "q"), ("position", "h"), ("nbytes", "q"))
+
+    def __init__(self):
+        self._jobs: dict[int, tuple] = {}
+
+    def __setitem__(self, job_id: int, reads: list[dict]) -> None:
+        self._jobs[job_id] = (tuple(sys.intern(r["tensor_id"]) for r in reads),
+                              *(array(code, [r[key] for r in reads]) for key, code in self._INTS),
+                              bytes(bool(r["cache_hit"]) for r in reads))
+
+    def __getitem__(self, job_id: int) -> list[dict]:
+        ids, owners, positions, nbytes, hits = self._jobs[job_id]
+        return [{"tensor_id": t, "owner_id": o, "position": p, "nbytes": b, "cache_hit": bool(h)}
+                for t, o, p, b, h in zip(ids, owners, positions, nbytes, hits)]
+
+    def get(self, job_id: int, default=None):
+        return self[job_id] if job_id in self._jobs else default
+
+    def tensor_ids(self, job_id: int) -> tuple[str, ...]:
+        return self._jobs[job_id][0] if job_id in self._jobs else ()
+
+    def __contains__(self, job_id) -> bool:
+        return job_id in self._jobs
+
+    def __iter__(self):
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def columns(self, jobs: list[int]) -> dict[str, list]:
+        """The read columns of `jobs`, in order, plus a `job_id` column."""
+        cols = {"job_id": [], "tensor_id": [], "owner_id": array("q"), "position": array("h"),
+                "nbytes": array("q"), "cache_hit": []}
+        for job_id in jobs:
+            ids, owners, positions, nbytes, hits = self._jobs[job_id]
+            cols["job_id"] += [job_id] * len(ids)
+            cols["tensor_id"] += ids
+            cols["owner_id"] += owners
+            cols["position"] += positions
+            cols["nbytes"] += nbytes
+            cols["cache_hit"] += [bool(h) for h in hits]
+        return cols
+
+
 class TraceBook:
     """The in-memory trace of one search: creation and completion records, keyed by job_id."""
 
@@ -47,7 +98,7 @@ class TraceBook:
         self.run = run
         self.created: dict[int, dict] = {}
         self.done: dict[int, dict] = {}
-        self.reads: dict[int, list[dict]] = {}
+        self.reads = ReadLog()
 
     def rows(self) -> list[dict]:
         out = []
@@ -61,21 +112,27 @@ class TraceBook:
                 "bytes_read", "bytes_written", "stored", "transfer_seconds", "cache_hits")}})
         return out
 
-    def read_rows(self) -> list[dict]:
-        out = []
-        for job_id in sorted(self.reads):
-            d = self.done[job_id]
-            for r in self.reads[job_id]:
-                out.append({"run": self.run, "job_id": job_id, "worker": d["worker"], "start_time": d["start_time"],
-                            "tensor_id": r["tensor_id"], "owner_id": r["owner_id"], "position": r["position"],
-                            "nbytes": r["nbytes"], "cache_hit": bool(r["cache_hit"])})
-        return out
+    def read_table(self, schema: pa.Schema) -> pa.Table:
+        """The tensor_reads table, built column by column (millions of rows at scale)."""
+        jobs = sorted(j for j in self.reads if j in self.done)
+        cols = self.reads.columns(jobs)
+        job_ids = np.asarray(cols["job_id"], dtype=np.int64)
+        order = np.searchsorted(np.asarray(jobs, dtype=np.int64), job_ids)
+        worker = np.asarray([self.done[j]["worker"] for j in jobs], dtype=np.int32)[order]
+        start = np.asarray([np.nan if self.done[j]["start_time"] is None else self.done[j]["start_time"] for j in jobs])
+        return pa.table({
+            "run": pa.array([self.run] * len(job_ids), pa.string()), "job_id": job_ids, "worker": worker,
+            "start_time": pa.array(start[order], mask=np.isnan(start[order])), "tensor_id": pa.array(cols["tensor_id"], pa.string()),
+            "owner_id": np.frombuffer(cols["owner_id"], dtype=np.int64), "position": np.frombuffer(cols["position"], dtype=np.int16),
+            "nbytes": np.frombuffer(cols["nbytes"], dtype=np.int64), "cache_hit": pa.array(cols["cache_hit"], pa.bool_()),
+        }, schema=schema)
 
     def write(self, out_dir: Path, params: dict, suffix: str = "") -> tuple[Path, Path]:
         """Write both Parquet files atomically (temporary name, then rename)."""
         paths = []
-        for name, schema, rows in (("candidates", CANDIDATES, self.rows()), ("tensor_reads", TENSOR_READS, self.read_rows())):
-            table = pa.Table.from_pylist(rows, schema=with_run_metadata(schema, params))
+        for name, schema in (("candidates", CANDIDATES), ("tensor_reads", TENSOR_READS)):
+            schema = with_run_metadata(schema, params)
+            table = pa.Table.from_pylist(self.rows(), schema=schema) if name == "candidates" else self.read_table(schema)
             path = out_dir / f"{name}{suffix}.parquet"
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             pq.write_table(table, tmp, compression="zstd")
@@ -339,13 +396,14 @@ class Master:
     def _observe_reads(self, job_id: int) -> None:
         """The popularity cache policy counts each tensor's donations over the last W candidates."""
         if self.popularity is not None:
-            self.popularity.observe(r["tensor_id"] for r in self.book.reads.get(job_id, []))
+            self.popularity.observe(self.book.reads.tensor_ids(job_id))
 
     def flush(self) -> None:
         if self.tracing:
             self.journal.append(self.pending)
-        for record in self.pending:  # the generator state is for resuming from the journal only
+        for record in self.pending:  # journaled: the generator state and the reads (in book.reads) are not kept twice
             record.pop("rng", None)
+            record.pop("tensor_reads", None)
         self.pending = []
 
     def _progress(self) -> None:

@@ -137,7 +137,9 @@ def run_simulated(spec: dict, out_dir) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workers = spec["search"]["workers"]
     t0 = time.perf_counter()
-    evaluator = SimulatedEvaluator(SimulatedWorkers(spec), num_workers=workers)
+    simulated = SimulatedWorkers(spec)
+    spec = {**spec, "evaluation": {**spec["evaluation"], "parameters": simulated.model.describe()}}  # in the metadata
+    evaluator = SimulatedEvaluator(simulated, num_workers=workers)
     log.info("simulated search %s on %d virtual workers, %d candidates, model %s", spec["run"], workers,
              spec["search"]["candidates"], spec["evaluation"].get("model", "synthetic"))
     code = run_master(evaluator, spec, out, workers)
