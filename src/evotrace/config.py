@@ -58,7 +58,8 @@ def check(config: dict) -> dict:
         quanta = run.get("scheduling", search.get("scheduling", {})).get("quanta", 1)
         workers = run.get("workers", search["workers"])
         if quanta > workers:
-            raise ConfigError(f"runs.{name}.scheduling.quanta: {quanta} exceeds the run's workers={workers}")
+            where = f"runs.{name}.workers" if "workers" in run else "search.workers"
+            raise ConfigError(f"runs.{name}.scheduling.quanta: {quanta} exceeds {where}={workers}")
         if not s < p < run.get("candidates", n):
             raise ConfigError(f"runs.{name}.candidates: Algorithm 1 needs sample < population < candidates, "
                               f"got s={s}, p={p}, N={run['candidates']}")
