@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,8 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+def without_venv_on_path() -> dict:
+    """The caller's environment as a new user's shell has it: the venv neither active nor on PATH, so that
+    a rule finding the project's programs only through PATH fails here as it would for them."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin)
+    environment = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return dict(environment, PATH=path)
+
+
 def snakemake(*args, cwd=REPO, env=None, timeout=600):
-    environment = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
+    environment = dict(without_venv_on_path(), **(env or {}))
     return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
@@ -47,6 +57,16 @@ def test_dry_run_plans_the_whole_study(workdir, profile):
         assert jobs[f"{rq}_tables"] == 1
         assert sum(n for name, n in jobs.items() if name.startswith(f"{rq}_") and name != f"{rq}_tables") >= 3
     assert "mpiexec" in proc.stdout and "-n 9" in proc.stdout  # 8 workers + the master
+
+
+def test_rules_find_the_project_programs_without_the_venv_on_path(workdir):
+    """A new user's shell: .venv/bin/snakemake started with the venv neither active nor on PATH."""
+    assert shutil.which("evotrace", path=without_venv_on_path()["PATH"]) is None
+    target = "resources/data/digits.npz"
+    proc = snakemake(*workflow_args(workdir, "local", "config/ci.yaml"), "--cores", "1", target)
+    assert proc.returncode == 0, proc.stderr[-3000:] + (workdir / "logs/data/digits.log").read_text()
+    with np.load(workdir / target) as data:
+        assert len(data["x_train"]) > 0
 
 
 def test_invalid_config_stops_before_any_job(workdir):

@@ -2,6 +2,8 @@ import importlib
 import json
 import os
 import re
+import shlex
+import sys
 
 from snakemake.utils import validate
 
@@ -26,6 +28,17 @@ wildcard_constraints:
 FIGURE_FORMATS = ["html", "pdf", "png"]
 DOWNLOADED = {"cifar10", "candle-attn"}
 ENV = "../envs/evotrace.yaml"
+
+# Rules find the project's programs (`evotrace`, and a venv's PyPI `mpiexec`) beside the interpreter
+# Snakemake runs under, never through the caller's PATH alone: `make run` starts .venv/bin/snakemake from
+# a shell where no venv is active. Kept out of the rules' params so that provenance does not change with
+# the checkout's location. A per-rule conda environment (--sdm conda) brings its own programs.
+if "CONDA" not in {m.name for m in workflow.deployment_settings.deployment_method}:
+    shell.prefix(
+        "set -euo pipefail; export PATH="
+        + shlex.quote(os.path.dirname(sys.executable))
+        + '"${{PATH:+:$PATH}}"; '
+    )
 
 
 def tables_of(rq):
