@@ -132,13 +132,19 @@ def main() -> int:
     check("succeeded", set(failed["job_id"]) == expected_failed,
           f"{(trace['status'] == 'ok').sum()} ok, failed jobs {sorted(failed['job_id'])} "
           f"(expected {sorted(expected_failed)})" + "".join(f"; {e}" for e in failed["error"].head(2)))
-    from evotrace.repository import ModelRepository
+    from evotrace.repository import CorruptTensor, ModelRepository
 
     ok = trace[trace["status"] == "ok"]
     repo = ModelRepository(out / "repository")
-    verified = sum(1 for model_id in repo.list_models() if repo.verify(model_id) >= 0)
-    check("stored", bool(ok["stored"].all()) and set(repo.list_models()) == set(ok["job_id"]),
-          f"{int(ok['stored'].sum())}/{len(ok)} stored, {verified} models verified")
+    corrupt = []
+    for model_id in repo.list_models():
+        try:
+            repo.verify(model_id)
+        except CorruptTensor as err:
+            corrupt.append(str(err))
+    check("stored", bool(ok["stored"].all()) and set(repo.list_models()) == set(ok["job_id"]) and not corrupt,
+          f"{int(ok['stored'].sum())}/{len(ok)} stored, {len(repo.list_models()) - len(corrupt)} models verified"
+          + "".join(f"; {c}" for c in corrupt[:2]))
     children = ok[ok["n_transferred_tensors"] > 0]
     kept = [int(r.job_id) for r in children.itertuples()
             if any(e["owner"] != r.job_id for e in repo.get_manifest(int(r.job_id)).values())]
