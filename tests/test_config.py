@@ -179,3 +179,20 @@ def test_invalid_config_rejected(default, mutate, error, message):
 
 def test_at_least_twelve_invalid_cases():
     assert len(INVALID) >= 12
+
+
+def test_simulated_runs_with_their_own_workers_and_candidates():
+    import yaml
+
+    from evotrace.config import ConfigError, check
+
+    config = yaml.safe_load(open("config/scale.yaml"))
+    check(config)
+    assert {r["workers"] for r in config["runs"].values()} == {39, 256, 1000}
+    assert max(r["candidates"] for r in config["runs"].values()) == 100000
+    config["runs"]["w39"]["candidates"] = 50
+    with pytest.raises(ConfigError, match=r"runs\.w39\.candidates"):
+        check(config)
+    config["runs"]["w39"].update(candidates=1000, evaluation={"kind": "train", "model": "synthetic"})
+    with pytest.raises(ConfigError, match="kind 'simulated' only"):
+        check(config)

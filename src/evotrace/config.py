@@ -84,8 +84,16 @@ def check(config: dict) -> dict:
         if isinstance(weights, list) and not any(weights):
             raise ConfigError(f"runs.{name}.mutation.positions: weights are all zero")
         quanta = run.get("scheduling", search.get("scheduling", {})).get("quanta", 1)
-        if quanta > search["workers"]:
-            raise ConfigError(f"runs.{name}.scheduling.quanta: {quanta} exceeds search.workers={search['workers']}")
+        workers = run.get("workers", search["workers"])
+        if quanta > workers:
+            where = f"runs.{name}.workers" if "workers" in run else "search.workers"
+            raise ConfigError(f"runs.{name}.scheduling.quanta: {quanta} exceeds {where}={workers}")
+        if not s < p < run.get("candidates", n):
+            raise ConfigError(f"runs.{name}.candidates: Algorithm 1 needs sample < population < candidates, "
+                              f"got s={s}, p={p}, N={run['candidates']}")
+        evaluation = run.get("evaluation", {"kind": "train"})
+        if "model" in evaluation and evaluation["kind"] != "simulated":
+            raise ConfigError(f"runs.{name}.evaluation.model: applies to kind 'simulated' only")
     analysis = config["analysis"]
     for run in analysis.get("trie", {}).get("runs", []):
         if run not in config["runs"]:

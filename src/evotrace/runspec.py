@@ -45,13 +45,14 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
         "epochs": r["epochs"],
         "seed": r["seed"],
         "search": {
-            "candidates": search["candidates"],
+            "candidates": r.get("candidates", search["candidates"]),
             "population": search["population"],
             "sample": search["sample"],
-            "workers": search["workers"],
+            "workers": r.get("workers", search["workers"]),
             "torch_threads": search.get("torch_threads", 1),
             "mutation": r.get("mutation", search.get("mutation", {"positions": "uniform"})),
             "quanta": r.get("scheduling", search.get("scheduling", {"quanta": 1}))["quanta"],
+            "stage_boundary": search.get("stage_boundary", "wait"),
         },
         "training": training_of(config, r["dataset"]),
         "transfer": {
@@ -60,7 +61,7 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
             "cache": cache,
             "skip_store": transfer.get("skip_store", {"enabled": False, "threshold": 0.01}),
         },
-        "evaluation": {"kind": "train"},
+        "evaluation": r.get("evaluation", {"kind": "train"}),
     }
 
 

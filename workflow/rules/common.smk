@@ -75,7 +75,19 @@ def dataset_of(wildcards):
 
 
 def search_workers(wildcards):
-    return config["search"]["workers"]
+    return config["runs"][wildcards.run].get("workers", config["search"]["workers"])
+
+
+def simulated(wildcards):
+    """A simulated run: virtual workers in one process, no MPI ranks."""
+    kind = config["runs"][wildcards.run].get("evaluation", {}).get("kind", "train")
+    return kind == "simulated"
+
+
+def search_launcher(wildcards, resources):
+    if simulated(wildcards):
+        return ""
+    return f"{resources.mpi} -n {resources.tasks}"
 
 
 def final_output():
