@@ -229,3 +229,30 @@ def test_cache_replay_table_on_a_hand_made_trace():
     assert (table["hits"].to_numpy() <= opt_hits.loc[list(zip(table["scope"], table["capacity_fraction"]))].to_numpy()).all()
     gap = rq5.policy_gap(table.assign(run="r"))
     assert gap.set_index(["scope", "policy"]).loc[("worker", "opt"), "share_of_opt_hits"] == 1.0
+
+
+def test_figure_draws_the_optimum_on_top_and_the_finding_quotes_the_table(tmp_path, via_csv):
+    from evotrace.figures import rq5 as fig5
+
+    cands, reads = trace([
+        (0, 1, 0.0, 0.0, 1.0, ["A", "B"]),
+        (1, 2, 0.0, 0.0, 1.5, ["A"]),
+        (2, 1, 1.0, 1.0, 2.0, ["A", "C"]),
+        (3, 2, 1.5, 1.5, 2.5, ["B"]),
+        (4, 1, 2.0, 2.0, 3.0, ["A", "B"]),
+    ])
+    analysis = dict(ANALYSIS, cache_replay={"capacities": [0.25, 0.5, 1.0], "node_workers": 2})
+    params = dict(PARAMS, analysis=analysis)
+    tables = via_csv({"cache_replay": rq5.cache_replay(cands, reads, params)}, tmp_path)
+    fig = fig5.cache_replay(tables, params)
+    names = [t.name for t in fig.data]
+    assert len(fig.data) == 2 * len(POLICIES)  # one line per policy in the worker and the node panel
+    assert names[len(POLICIES) - 1] == fig5.LABELS["opt"] and fig.data[len(POLICIES) - 1].line.color == "black"
+    opt = tables["cache_replay"].query("scope == 'worker' and policy == 'opt'").sort_values("capacity_fraction")
+    assert list(fig.data[len(POLICIES) - 1].y) == opt["hit_ratio"].tolist()
+    sentence = fig5.cache_replay_finding(tables, params)
+    at = tables["cache_replay"].query("capacity_fraction == 0.25 and scope == 'worker'").set_index("policy")["hit_ratio"]
+    assert sentence.startswith("In run r, with caches of 25 % of the bytes a worker reads")
+    assert f"Belady's optimum serves {fig5._percent(at['opt'])}" in sentence and f"LRU {fig5._percent(at['lru'])}" in sentence
+    assert fig5._percent(0.25) == "25 %" and fig5._percent(0.0) == "0.0 %"
+    assert fig5.cache_replay_finding({"cache_replay": tables["cache_replay"].iloc[:0]}, params).startswith("No tensor")
