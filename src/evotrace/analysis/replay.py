@@ -91,27 +91,34 @@ def replay(keys, sizes, priority, capacity: int, admit=None, bypass: bool = Fals
     priority = np.asarray(priority, np.int64).tolist()
     admit = [True] * len(keys) if admit is None else np.asarray(admit, bool).tolist()
     capacity = int(capacity)
-    current: dict[int, int] = {}  # cached key -> its priority (heap entries with another priority are stale)
+    # Lazy heap: each cached key has a heap entry at or below its current priority. A hit that raises the
+    # priority (LRU, LFU, popularity, tier) pushes nothing; the entry is moved up when it reaches the top.
+    current: dict[int, int] = {}  # cached key -> its priority
     held: dict[int, int] = {}  # cached key -> bytes
     heap: list[tuple[int, int]] = []
     push, pop = heapq.heappush, heapq.heappop
     used = 0
     hits = bytearray(len(keys))
     for i, (key, size, prio, ok) in enumerate(zip(keys, sizes, priority, admit)):
-        if key in current:
+        old = current.get(key)
+        if old is not None:
             hits[i] = 1
             current[key] = prio
-            push(heap, (prio, key))
-            if len(heap) > 4 * len(current) + 64:  # drop the stale entries now and then
-                heap = [(p, k) for k, p in current.items()]
-                heapq.heapify(heap)
+            if prio < old:  # Belady: the next read moved farther away
+                push(heap, (prio, key))
+                if len(heap) > 4 * len(current) + 64:  # drop the stale entries now and then
+                    heap = [(p, k) for k, p in current.items()]
+                    heapq.heapify(heap)
             continue
         if not ok or size > capacity:
             continue
         evicted = []
         while used + size > capacity:
             p, k = pop(heap)
-            if current.get(k) != p:
+            now = current.get(k)
+            if now != p:
+                if now is not None and now > p:
+                    push(heap, (now, k))
                 continue
             if bypass and p >= prio:
                 push(heap, (p, k))

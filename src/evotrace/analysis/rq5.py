@@ -64,19 +64,16 @@ def replay_run(candidates: pd.DataFrame, reads: pd.DataFrame, p: int, analysis: 
     """Hit ratio and bytes fetched of each policy x capacity x scope over one run's reads."""
     options = analysis["cache_replay"]
     k, tiers = int(analysis["popularity_threshold"]), analysis["tiers"]
-    reads = reads.assign(order_time=reads["start_time"].fillna(np.inf))
     counts = donation_counts(candidates, reads, p)
-    reads = reads.assign(donations=counts)
+    tensor_all = pd.factorize(reads["tensor_id"])[0].astype(np.int64)
+    sizes_all = reads["nbytes"].to_numpy(np.int64)
+    job = reads["job_id"].to_numpy(np.int64)
+    time = reads["start_time"].to_numpy(float, na_value=np.inf)
     rows = []
     for scope in scopes:
         cache = cache_of(reads, scope, int(options["node_workers"]))
-        order = np.lexsort((reads["tensor_id"].to_numpy(), reads["job_id"].to_numpy(), reads["order_time"].to_numpy(),
-                            cache))
-        cache = cache[order]
-        r = reads.iloc[order]
-        tensor = pd.factorize(r["tensor_id"])[0].astype(np.int64)
-        sizes = r["nbytes"].to_numpy(np.int64)
-        donations = r["donations"].to_numpy(np.int64)
+        order = np.lexsort((tensor_all, job, time, cache))
+        cache, tensor, sizes, donations = cache[order], tensor_all[order], sizes_all[order], counts[order]
         bounds = np.r_[0, np.flatnonzero(cache[1:] != cache[:-1]) + 1, len(cache)]
         for policy in policies:
             for fraction in options["capacities"]:
@@ -90,7 +87,7 @@ def replay_run(candidates: pd.DataFrame, reads: pd.DataFrame, p: int, analysis: 
                     fetched += int(sizes[a:b][~hit].sum())
                     capacity_total += capacity
                 rows.append({"scope": scope, "policy": policy, "capacity_fraction": float(fraction),
-                             "caches": len(bounds) - 1, "capacity_bytes": capacity_total, "reads": len(r),
+                             "caches": len(bounds) - 1, "capacity_bytes": capacity_total, "reads": len(order),
                              "hits": hits, "bytes_read": int(sizes.sum()), "bytes_fetched": fetched})
     out = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("run", "hit_ratio", "byte_hit_ratio")])
     out["hit_ratio"] = out["hits"] / out["reads"]
