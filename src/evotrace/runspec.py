@@ -7,6 +7,16 @@ import json
 from pathlib import Path
 
 
+def training_of(config: dict, dataset: str) -> dict:
+    """The training settings of a run: the study's, scored by the dataset's own `quality` when it
+    names one (a metric belongs to the task: AUC for an imbalanced one, accuracy for digits)."""
+    training = dict(config.get("training", {}))
+    quality = config["datasets"][dataset].get("quality")
+    if quality:
+        training["quality"] = quality
+    return training
+
+
 def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> dict:
     """`dataset_meta`: input_shape, num_classes and blocks of the prepared dataset."""
     from .spaces import make_space
@@ -43,7 +53,7 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
             "mutation": r.get("mutation", search.get("mutation", {"positions": "uniform"})),
             "quanta": r.get("scheduling", search.get("scheduling", {"quanta": 1}))["quanta"],
         },
-        "training": config.get("training", {}),
+        "training": training_of(config, r["dataset"]),
         "transfer": {
             "enabled": r.get("transfer", True),
             "fine_tune_epochs": transfer.get("fine_tune_epochs", 0),

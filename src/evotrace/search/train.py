@@ -76,8 +76,12 @@ def score(model, x, y, quality: str, batch: int = 1024) -> float:
     if quality == "val_auc":
         from sklearn.metrics import roc_auc_score
 
-        probs = torch.softmax(logits, 1)[:, 1].cpu().numpy()
-        return float(roc_auc_score(y.cpu().numpy(), probs))
+        probs = torch.softmax(logits.double(), 1).cpu().numpy()
+        if probs.shape[1] == 2:
+            return float(roc_auc_score(y.cpu().numpy(), probs[:, 1]))
+        # several classes: the mean one-vs-rest AUC, as fine-grained as the binary one
+        return float(roc_auc_score(y.cpu().numpy(), probs / probs.sum(1, keepdims=True), multi_class="ovr",
+                                   labels=np.arange(probs.shape[1])))
     raise ValueError(f"unknown quality {quality!r}")
 
 

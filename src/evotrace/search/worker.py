@@ -177,7 +177,8 @@ def _transfer(state, model, seq, params, meta):
 
 
 def _store(state, model, seq, quality, params, inherited, meta) -> None:
-    """Store the trained model unless the skip-store rule (Section V-C) says it will never be a donor.
+    """Store the trained model unless the skip-store rule (Section V-C) says it will (almost) never be a
+    parent; such a model could still have been a donor, which skipping gives up.
     The worker ranks the candidate against the population the master sent with the job: its rank at
     insertion is only known later, on the master."""
     from ..repository import ModelExists
