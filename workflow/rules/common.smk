@@ -18,7 +18,7 @@ RESULTS = f"results/{STUDY}"
 LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
-RQS = ["rq1", "rq2", "rq3", "rq4"]
+RQS = ["rq1", "rq2", "rq3", "rq4", "rq5"]
 
 
 wildcard_constraints:
@@ -56,6 +56,18 @@ def caption_of(rq, figure):
         "../report/"
         + importlib.import_module(f"evotrace.figures.{rq}").CAPTIONS[figure]
     )
+
+
+def finding_of(rq, figure):
+    """A params function: the one-sentence finding of a figure, filled from its tables (FINDINGS of
+    evotrace.figures.rqN), which its report caption states."""
+
+    def finding(wildcards, input):
+        return importlib.import_module(f"evotrace.figures.{rq}").finding(
+            figure, os.path.dirname(input.tables[0]), input.config
+        )
+
+    return finding
 
 
 # figures whose interactive HTML goes into the report; the others appear there as PNG (each HTML file
