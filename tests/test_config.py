@@ -91,9 +91,12 @@ def test_replicate_names_must_not_clash(default):
 def test_dataset_quality_scores_its_runs(default):
     from evotrace.runspec import training_of
 
-    config = _validate(copy.deepcopy(default))
+    config = copy.deepcopy(default)
+    del config["datasets"]["digits"]["quality"]
+    config = _validate(config)
+    assert config["training"]["quality"] == "val_accuracy"
     assert training_of(config, "attn_like")["quality"] == "val_auc"
-    assert training_of(config, "digits")["quality"] == "val_accuracy"
+    assert training_of(config, "digits")["quality"] == "val_accuracy"  # the training default
     assert training_of(config, "attn_like")["batch_size"] == config["training"]["batch_size"]
 
 
