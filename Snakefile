@@ -22,6 +22,7 @@ include: "workflow/rules/rq1.smk"
 include: "workflow/rules/rq2.smk"
 include: "workflow/rules/rq3.smk"
 include: "workflow/rules/rq4.smk"
+include: "workflow/rules/rq5.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cluster.smk"
 

@@ -99,3 +99,20 @@ def test_hit_verified_with_the_entry_algorithm_and_byte_flip_detected(tmp_path, 
     blob[-100] ^= 0x01  # one bit inside the tensor data (the last 256 bytes)
     path.write_bytes(bytes(blob))
     assert cache.get(e) is None and cache.corrupt == 1 and "m/w" not in cache
+
+
+def test_cache_writes_are_best_effort_and_leftovers_are_removed(tmp_path, caplog, monkeypatch):
+    import shutil
+
+    import evotrace.durable
+
+    monkeypatch.setattr(evotrace.durable, "_WARNED", set())
+    (tmp_path / ".tmp-999-abc").write_bytes(b"half written")  # a worker killed while writing
+    cache = TensorCache(tmp_path, capacity_bytes=1000, policy="lru")
+    assert not (tmp_path / ".tmp-999-abc").exists()
+    assert cache.put(*_entry("a", 1.0))
+    shutil.rmtree(tmp_path)
+    tmp_path.write_bytes(b"")  # the node-local disk is gone: every write fails with an OSError
+    assert not cache.put(*_entry("b", 2.0)) and not cache.put(*_entry("c", 3.0))
+    assert cache.stats()["write_errors"] == 2 and "b" not in cache and "c" not in cache
+    assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1

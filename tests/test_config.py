@@ -26,7 +26,8 @@ def _validate(config: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def default() -> dict:
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    """The default study with its `seeds` replicates expanded (attn -> attn-seed1, attn-seed2)."""
+    return cfg.expand_seeds(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -45,6 +46,58 @@ def test_defaults_filled(default):
     assert config["training"]["quality"] == "val_accuracy"
     assert config["transfer"]["skip_store"]["enabled"] is False
     assert config["runs"]["attn-seed1"]["transfer"] is True
+
+
+def test_seeds_expand_to_one_run_per_replicate(default):
+    config = copy.deepcopy(default)
+    config["runs"] = {"one": {**default["runs"]["nb201-short"]}, "rep": {**default["runs"]["attn-seed1"]}}
+    del config["runs"]["rep"]["seed"]
+    config["runs"]["rep"]["seeds"] = [4, 7]
+    config["analysis"]["trie"]["runs"] = ["one"]
+    out = _validate(config)
+    assert list(out["runs"]) == ["one", "rep-seed4", "rep-seed7"]
+    assert [out["runs"][r]["seed"] for r in out["runs"]] == [1, 4, 7]
+    assert "seeds" not in out["runs"]["rep-seed7"] and out["runs"]["rep-seed7"]["dataset"] == "attn_like"
+    assert cfg.check(out)["runs"] == out["runs"]  # expanding twice changes nothing
+
+
+def test_default_runs_have_their_own_seeds(default):
+    runs = _validate(copy.deepcopy(default))["runs"]
+    assert list(runs) == ["nb201-short", "nb201-long", "nb201-short-scratch", "attn-seed1", "attn-seed2"]
+    for space in ("nb201", "attn"):  # runs of one space draw different mutations
+        seeds = [r["seed"] for r in runs.values() if r["space"] == space]
+        assert len(set(seeds)) == len(seeds)
+
+
+def test_seed_and_seeds_together_are_rejected(default):
+    config = copy.deepcopy(default)
+    config["runs"]["nb201-short"]["seeds"] = [1, 2]
+    with pytest.raises(WorkflowError):
+        validate(config, cfg.schema_path())
+    with pytest.raises(cfg.ConfigError, match="either seed or seeds"):
+        cfg.check(config)
+
+
+def test_replicate_names_must_not_clash(default):
+    config = copy.deepcopy(default)
+    config["runs"]["nb201-short-seed1"] = {**default["runs"]["nb201-short"]}
+    config["runs"]["x"] = {**default["runs"]["nb201-long"]}
+    config["runs"]["nb201-short"] = {k: v for k, v in default["runs"]["nb201-short"].items() if k != "seed"}
+    config["runs"]["nb201-short"]["seeds"] = [1]
+    with pytest.raises(cfg.ConfigError, match="clashes"):
+        cfg.check(config)
+
+
+def test_dataset_quality_scores_its_runs(default):
+    from evotrace.runspec import training_of
+
+    config = copy.deepcopy(default)
+    del config["datasets"]["digits"]["quality"]
+    config = _validate(config)
+    assert config["training"]["quality"] == "val_accuracy"
+    assert training_of(config, "attn_like")["quality"] == "val_auc"
+    assert training_of(config, "digits")["quality"] == "val_accuracy"  # the training default
+    assert training_of(config, "attn_like")["batch_size"] == config["training"]["batch_size"]
 
 
 def _set(path: str, value):
@@ -90,7 +143,7 @@ INVALID = [
     ("population-not-below-candidates", _set("search.population", 1000), CHECK, r"search: .*got s=5, p=1000, N=1000"),
     ("run-unknown-dataset", _set("runs.nb201-short.dataset", "mnist"), CHECK, r"runs\.nb201-short\.dataset: 'mnist' is not one of datasets"),
     ("run-unknown-space", _set("runs.nb201-short.space", "darts"), SCHEMA, r"'darts' is not one of \['nb201', 'attn'\][\s\S]*\['runs'\]\['nb201-short'\]\['space'\]"),
-    ("nb201-on-tabular", _set("runs.nb201-short.dataset", "breast_cancer"), CHECK, r"runs\.nb201-short: space 'nb201' needs a dataset from .*'breast_cancer' is 'sklearn-breast-cancer'"),
+    ("nb201-on-tabular", _set("runs.nb201-short.dataset", "attn_like"), CHECK, r"runs\.nb201-short: space 'nb201' needs a dataset from .*'attn_like' is 'generated-attn'"),
     ("attn-on-images", _set("runs.attn-seed1.dataset", "digits"), CHECK, r"runs\.attn-seed1: space 'attn' needs a dataset from"),
     ("space-options-wrong-space", _set("runs.nb201-short.space_options", {"C": 8, "widths": [16, 96, 16]}), CHECK, r"runs\.nb201-short\.space_options: \['widths'\] do not apply to space 'nb201'"),
     ("space-options-unknown", _set("runs.attn-seed1.space_options", {"depth": 3}), SCHEMA, r"'depth' was unexpected[\s\S]*\['runs'\]\['attn-seed1'\]\['space_options'\]"),
@@ -129,3 +182,20 @@ def test_invalid_config_rejected(default, mutate, error, message):
 
 def test_at_least_twelve_invalid_cases():
     assert len(INVALID) >= 12
+
+
+def test_simulated_runs_with_their_own_workers_and_candidates():
+    import yaml
+
+    from evotrace.config import ConfigError, check
+
+    config = yaml.safe_load(open("config/scale.yaml"))
+    check(config)
+    assert {r["workers"] for r in config["runs"].values()} == {39, 256, 1000}
+    assert max(r["candidates"] for r in config["runs"].values()) == 100000
+    config["runs"]["w39"]["candidates"] = 50
+    with pytest.raises(ConfigError, match=r"runs\.w39\.candidates"):
+        check(config)
+    config["runs"]["w39"].update(candidates=1000, evaluation={"kind": "train", "model": "synthetic"})
+    with pytest.raises(ConfigError, match="kind 'simulated' only"):
+        check(config)

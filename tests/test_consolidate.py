@@ -31,6 +31,7 @@ def candidates_table(run="a", n=6, seqs=None, transfer=True, params=None):
         "quality": [0.5 + 0.05 * i for i in range(n)],
         "status": ["ok"] * n,
         "error": [None] * n,
+        "warning": [None] * n,
         "epochs": [1] * n,
         "train_seconds": [1.9] * n,
         "insert_seq": list(range(n)),

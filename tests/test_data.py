@@ -74,6 +74,21 @@ def test_breast_cancer_blocks_and_standardization(tmp_path):
     assert abs(ds.y_train.mean() - ds.y_val.mean()) < 0.02
 
 
+def test_generated_attn_is_seeded_imbalanced_and_blocked(tmp_path):
+    out = tmp_path / "attn_like.npz"
+    args = ["data", "prepare", "--source", "generated-attn", "--validation-fraction", "0.4", "--input-blocks", "2",
+            "--max-train", "600", "--seed", "0", "--out", str(out)]
+    assert main(args) == 0
+    ds = data.load(out)
+    assert ds.source == "generated-attn" and ds.input_shape == (40,) and ds.blocks == (20, 20)
+    assert (len(ds.y_train), len(ds.y_val)) == (600, 2400)
+    positives = (ds.y_train.sum() + ds.y_val.sum()) / (len(ds.y_train) + len(ds.y_val))
+    assert positives == pytest.approx(data.ATTN_POSITIVE_FRACTION, abs=0.01)  # ATTN's 3.61 %, 1 % labels flipped
+    again = data.prepare("generated-attn", validation_fraction=0.4, seed=0, input_blocks=2, max_train=600)
+    other = data.prepare("generated-attn", validation_fraction=0.4, seed=1, input_blocks=2, max_train=600)
+    assert np.array_equal(ds.x_val, again.x_val) and not np.array_equal(ds.x_val, other.x_val)
+
+
 def test_max_train_subsamples_stratified():
     ds = data.prepare("sklearn-breast-cancer", input_blocks=2, max_train=100, max_val=50)
     assert len(ds.y_train) == 100 and len(ds.y_val) == 50

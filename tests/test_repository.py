@@ -275,3 +275,81 @@ def test_concurrent_writers_from_mpi_ranks(tmp_path):
     # each non-first model stored only its 4 own tensors
     own = [len(repo.get(m).manifest) - sum(e["owner"] != m for e in repo.get(m).manifest.values()) for m in repo.list_models()]
     assert sorted(own) == [4] * 15 + [6] * 3
+
+
+class OnAccelerator(torch.Tensor):
+    """Stands in for a CUDA tensor on a machine without a GPU: like one, it refuses `.numpy()`, and only
+    `.cpu()` / `.to("cpu")` give a host copy back. Anything that serializes it without that copy fails."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.numpy:
+            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
+                            "tensor to host memory first.")
+        to_cpu = func is torch.Tensor.to and str(args[1] if len(args) > 1 else kwargs.get("device")) == "cpu"
+        if func is torch.Tensor.cpu or to_cpu:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs).clone()
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def test_put_copies_device_tensors_to_the_cpu(tmp_path):
+    """train.py leaves the model on its GPU: put() gets device tensors, for its own and inherited ones."""
+    repo = ModelRepository(tmp_path)
+    parent = _state(1)
+    on_device = {n: t.as_subclass(OnAccelerator) for n, t in parent.items()}
+    with pytest.raises(TypeError, match="numpy"):
+        on_device["a"].reshape(-1).view(torch.uint8).numpy()  # the proxy refuses as CUDA does
+    repo.put(0, (1,), 0.5, on_device)
+    child = {n: t.as_subclass(OnAccelerator) for n, t in dict(_state(2), a=parent["a"].clone()).items()}
+    res = repo.put(1, (1, 2), 0.6, child, inherited={"a": repo.get_manifest(0)["a"]})
+    assert res.tensors_inherited == 1 and res.rewritten == []
+    loaded = ModelRepository(tmp_path).load(1)
+    for name, tensor in dict(_state(2), a=parent["a"]).items():
+        assert type(loaded[name]) is torch.Tensor
+        assert torch.equal(loaded[name].reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("bad", ["../victim.bin", "tensors/../../victim.bin", "/tmp/x.safetensors", "tensors/1.json"])
+def test_tampered_manifest_cannot_reach_outside_the_repository(tmp_path, bad):
+    root = tmp_path / "repo"
+    repo = ModelRepository(root)
+    repo.put(0, (1,), 0.5, _state(1))
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious")
+    meta_path = root / "models/0.json"
+    meta = json.loads(meta_path.read_text())
+    meta["manifest"]["a"]["file"] = bad
+    meta_path.write_text(json.dumps(meta))
+    fresh = ModelRepository(root)
+    with pytest.raises(CorruptTensor, match="not one of the repository's tensor files"):
+        fresh.load(0)
+    with pytest.raises(CorruptTensor, match="not one of the repository's tensor files"):
+        fresh.delete(0)
+    assert victim.read_bytes() == b"precious" and meta_path.exists() and (root / "tensors/0.safetensors").exists()
+
+
+def test_discard_removes_only_the_model_and_scans_nothing(tmp_path, monkeypatch):
+    """A resumed search's re-submitted candidate replaces its unannounced model: at W=1000 and N=100k a
+    scan of every manifest per call would be ~1e8 metadata reads."""
+    repo = ModelRepository(tmp_path / "repo", fsync=False)
+    donor = repo.put(1, [0, 1], 0.5, _state(1))
+    child_state = _state(2)
+    child_state["a"] = repo.load(1)["a"]
+    repo.put(2, [0, 2], 0.6, child_state, {"a": repo.get_manifest(1)["a"]})
+    monkeypatch.setattr(repo, "list_models", lambda: pytest.fail("discard scanned the repository"))
+    removed = repo.discard(2)
+    assert removed == ["models/2.json", "tensors/2.safetensors"]
+    assert 2 not in repo and (tmp_path / "repo" / donor.file).exists()
+    assert repo.load(1)["a"].equal(_state(1)["a"])
+
+
+def test_manifest_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(ModelRepository, "RECORDS_CACHED", 3)
+    repo = ModelRepository(tmp_path / "repo", fsync=False)
+    for i in range(6):
+        repo.put(i, [i], 0.1, _state(i))
+    for i in range(6):
+        repo.get(i)
+    assert list(repo._records) == [3, 4, 5]

@@ -141,6 +141,39 @@ def test_blom_is_the_papers_formula():
     assert rq2.blom(10, 10) == pytest.approx(exact, abs=0.03)
 
 
+def test_quanta_wait_grows_with_s_and_matches_simulated_order_statistics():
+    s = np.arange(1, 33)
+    wait = rq2.quanta_wait(s, 32)
+    assert wait[0] == 0.0 and (np.diff(wait) > 0).all()  # waiting for more completions costs more
+    # mean of (16th - 1st smallest of 32 standard normals), seeded simulation: 2.039
+    draws = np.sort(np.random.default_rng(0).standard_normal((20000, 32)), axis=1)
+    simulated = float((draws[:, 15] - draws[:, 0]).mean())
+    assert simulated == pytest.approx(2.039, abs=0.02)
+    assert rq2.quanta_wait(16, 32) == pytest.approx(simulated, abs=0.03)
+    # the study's E(s, w) - E(w, w) is <= 0 in this (smallest-first) convention
+    assert (rq2.blom(s, 32) - rq2.blom(32, 32) <= 0).all()
+
+
+def test_quanta_idle_measures_each_workers_gaps():
+    cands = candidates(
+        [
+            ("a", 0, 1, 0.0, 1.0, 1.0),
+            ("a", 2, 1, 1.5, 2.0, 0.5),  # idle 0.5 on worker 1
+            ("a", 3, 1, 2.0, 3.0, 1.0),  # idle 0
+            ("a", 1, 2, 0.0, 2.0, 2.0),
+            ("a", 4, 2, 3.0, 4.0, 1.0),  # idle 1 on worker 2
+            ("b", 0, 1, 0.0, 1.0, 1.0),  # one candidate per worker: no dispatch after a completion
+        ]
+    )
+    params = {**PARAMS, "runs": {**PARAMS["runs"], "a": {**PARAMS["runs"]["a"], "quanta": 2, "workers": 2}}}
+    out = rq2.quanta_idle(cands, None, params).set_index("run")
+    assert out.index.tolist() == ["a"]
+    row = out.loc["a"]
+    assert (row["quanta"], row["workers"], row["dispatches"]) == (2, 2, 3)
+    assert (row["mean_idle_seconds"], row["median_idle_seconds"]) == (0.5, 0.5)
+    assert row["mean_idle_sd"] == pytest.approx(0.5 / np.std([1.0, 0.5, 1.0, 2.0, 1.0], ddof=1))
+
+
 def test_quanta_delay_is_non_negative_and_zero_for_a_full_quanta():
     s = np.arange(1, 17)
     d = rq2.quanta_delay(s, 16)
@@ -190,7 +223,9 @@ def test_figures_draw_the_tables(tables):
     assert len(fig2.FIGURES["reuse"](tables, PARAMS).data) == 1
     assert len(fig2.FIGURES["coaccess"](tables, PARAMS).data) == 2
     quanta = fig2.FIGURES["quanta"](tables, PARAMS)
-    assert {t.name for t in quanta.data} == {"s = 1", "s = 2", "s = 4"}
+    assert {t.name for t in quanta.data} == {"s = 1", "s = 2", "s = 4", "measured idle per dispatch"}
+    lines = [t for t in quanta.data if t.name == "s = 4"]
+    assert list(lines[0].y) == pytest.approx(list(tables["quanta"].query("run == 'a' and s == 4")["wait_seconds"]))
 
 
 def test_every_figure_has_a_caption():

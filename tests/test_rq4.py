@@ -37,6 +37,8 @@ def make_trace(rows=ROWS):
     for col in ("insert_seq", "population_version", "parent_id", "donor_id"):
         df[col] = df[col].astype("Int64")
     df["quality"] = df["quality"].astype(float)
+    df["arch_seq"] = [[int(j) % 2, 0] for j in df["job_id"]]
+    df["prefix_len"] = df["donor_id"].notna().astype("Int64")
     return df
 
 
@@ -69,6 +71,7 @@ def test_quality_summary(tables):
     assert s["trim_low"] == pytest.approx(0.55) and s["median"] == pytest.approx(0.55)
     assert s["hidden"] == 3
     assert (s["min"], s["max"]) == (0.1, 0.9)
+    assert s["distinct_qualities"] == 6
 
 
 def test_insertion_rank_and_bound(tables):
@@ -167,3 +170,47 @@ def test_figures_from_tables(tables, tmp_path, via_csv):
     assert all((REPORT / caption).is_file() for caption in figures.CAPTIONS.values())
     save(trimmed, [tmp_path / "quality_trimmed.html"])
     assert (tmp_path / "quality_trimmed.html").stat().st_size > 1000
+
+
+def test_improvements_are_counted_in_end_time_order_everywhere():
+    # created 0, 1, 2 with qualities 0.5, 0.7, 0.6; they finish in the order 1, 2, 0
+    rows = [(0, 1, "ok", 0.5, 2, 0, None, None, 3.0), (1, 1, "ok", 0.7, 0, 0, None, None, 1.0),
+            (2, 1, "ok", 0.6, 1, 0, None, None, 2.0)]
+    trace = make_trace(rows)
+    params = {"analysis": {}, "runs": {"q": {"population": 3, "sample": 2}}}
+    assert rq4.improvements(trace, None, params)["job_id"].tolist() == [1]
+    summary = rq4.quality_summary(trace, None, params).set_index("run").loc["q"]
+    assert summary["improvements"] == 1  # in creation order it would be 2 (0.5 then 0.7)
+    assert summary["distinct_qualities"] == 3
+
+
+def test_skip_store_cost_separates_donors_from_parents():
+    """p = 3, s = 2: job 3 enters a full population as its worst (rank 1 <= s - 1: never a parent) yet
+    job 4, a clone of it, takes all 3 positions from it; without job 3 the best donor (job 2) gives 2."""
+    #  job stage quality insert version parent donor prefix arch
+    rows = [(0, 1, 0.5, 0, 0, None, None, None, [0, 0, 0]), (1, 1, 0.6, 1, 0, None, None, None, [1, 1, 1]),
+            (2, 1, 0.7, 2, 0, None, None, None, [2, 2, 2]), (3, 2, 0.1, 3, 3, 2, 2, 2, [2, 2, 1]),
+            (4, 2, 0.8, 4, 4, 2, 3, 3, [2, 2, 1])]
+    trace = pd.DataFrame(rows, columns=["job_id", "stage", "quality", "insert_seq", "population_version", "parent_id",
+                                        "donor_id", "prefix_len", "arch_seq"])
+    trace = trace.assign(run="q", status="ok", stored=True, end_time=trace["job_id"] + 1.0)
+    for col in ("insert_seq", "population_version", "parent_id", "donor_id", "prefix_len"):
+        trace[col] = trace[col].astype("Int64")
+    out = rq4.skip_store_cost(trace, None, {"analysis": {}, "runs": {"q": {"population": 3, "sample": 2}}})
+    row = out.set_index("run").loc["q"]
+    assert (row["worst_models"], row["worst_donors"], row["transfers"], row["from_worst"]) == (1, 1, 2, 1)
+    assert row["from_worst_fraction"] == 0.5
+    assert (row["mean_prefix_len"], row["mean_prefix_len_without_worst"]) == (3.0, 2.0)
+    assert (row["positions_lost"], row["shortened"]) == (1, 1)
+    ranks = rq4.insertion_rank(trace, None, {"analysis": {}, "runs": {"q": {"population": 3, "sample": 2}}})
+    worst = ranks.set_index("job_id").loc[3]
+    assert worst["transfer_bound"] == 0 and not worst["was_parent"] and worst["was_donor"]
+
+
+def test_bound_counts_ties_as_the_tournament_does():
+    """max() keeps the first of equal qualities in the sample's random order, so a member tied with
+    every other can win any draw: ties count as not better and the bound is 1, not 0."""
+    rows = [(j, 1, "ok", 0.5, j, 0, None, None, float(j)) for j in range(3)]
+    ranks = rq4.insertion_rank(make_trace(rows), None, {"analysis": {}, "runs": {"q": {"population": 3, "sample": 2}}})
+    last = ranks.set_index("job_id").loc[2]
+    assert (last["rank"], last["transfer_bound"]) == (3, 1.0)

@@ -131,3 +131,22 @@ def test_make_space_rejects_unknown_names_and_options():
         AttnSpace(activations=("gelu",))
     with pytest.raises(ValueError, match="widths must be"):
         AttnSpace(widths=(96, 16, 16))
+
+
+@pytest.mark.parametrize("space", [
+    NB201Space(C=4, N=2, input_shape=(1, 8, 8), num_classes=10),
+    AttnSpace(input_blocks=[7, 5], widths=(4, 12, 4), num_classes=2),
+], ids=["nb201", "attn"])
+def test_tensor_layout_matches_the_built_model(space):
+    """The simulator names, sizes and places tensors without building models: it must agree with
+    the real state_dict and tensor_positions for any sequence."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        seq = space.sample(rng)
+        model = space.build(seq)
+        state = model.state_dict()
+        layout = space.tensor_layout(seq)
+        assert [name for name, _, _ in layout] == list(state)
+        positions = space.tensor_positions(seq, model)
+        assert {name: pos for name, pos, _ in layout} == {n: max(p, default=-1) for n, p in positions.items()}
+        assert {name: nbytes for name, _, nbytes in layout} == {n: t.nbytes for n, t in state.items()}

@@ -235,3 +235,22 @@ def test_should_store_threshold_and_rank():
     with pytest.raises(ValueError):
         transfer.donor_probability_bound(10, 0, 3)
     assert transfer.donor_probability_bound(3, 2, 5) == 0.0  # s > P: the whole population is drawn
+
+
+def test_a_fully_inherited_child_reports_zero_epochs_trained(tmp_path):
+    """A clone of its donor has nothing left to train: the trace must not claim the configured epochs."""
+    from evotrace.search.train import train_candidate
+
+    space, donor_seq, child_seq, input_shape = SPACES["attn"]
+    repo = ModelRepository(tmp_path)
+    _donor(space, donor_seq, repo)
+    g = torch.Generator().manual_seed(0)
+    data = {"x_train": torch.randn(input_shape, generator=g), "y_train": torch.tensor([0, 1] * 4),
+            "x_val": torch.randn(input_shape, generator=g), "y_val": torch.tensor([1, 0] * 4)}
+    clone = space.build(donor_seq)
+    res = transfer.apply(clone, space, donor_seq, repo.get_manifest(0), len(donor_seq), repo, donor_id=0)
+    assert not any(p.requires_grad for p in clone.parameters()) and res.transferred
+    assert train_candidate(clone, data, 3, {"batch_size": 4}, torch.device("cpu"), 0).epochs == 0
+    child = space.build(child_seq)
+    transfer.apply(child, space, child_seq, repo.get_manifest(0), common_prefix_len(donor_seq, child_seq), repo)
+    assert train_candidate(child, data, 3, {"batch_size": 4}, torch.device("cpu"), 0).epochs == 3

@@ -17,6 +17,7 @@ entries; sha256, blake2b or crc32 for older ones), and a bad copy is dropped and
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -24,10 +25,13 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .durable import warn_once
 from .repository import tensor_hash
+
+log = logging.getLogger("evotrace.cache")
 
 POLICIES = ("none", "lru", "popularity")
 SUFFIX = ".tensor.safetensors"
@@ -43,16 +47,24 @@ class PopularityWindow:
         self.window, self.k = int(window), int(k)
         self._recent: deque[frozenset[str]] = deque()
         self._counts: Counter[str] = Counter()
+        self._popular: dict[str, int] = {}  # counts >= k, kept up to date by observe
 
     def observe(self, tensor_ids: Iterable[str]) -> None:
         ids = frozenset(tensor_ids)
         self._recent.append(ids)
         self._counts.update(ids)
+        for new in ids:
+            if self._counts[new] >= self.k:
+                self._popular[new] = self._counts[new]
         if len(self._recent) > self.window:
             for old in self._recent.popleft():
                 self._counts[old] -= 1
-                if self._counts[old] <= 0:
-                    del self._counts[old]
+                if self._counts[old] >= self.k:
+                    self._popular[old] = self._counts[old]
+                else:
+                    self._popular.pop(old, None)
+                    if self._counts[old] <= 0:
+                        del self._counts[old]
 
     def count(self, tensor_id: str) -> int:
         return self._counts.get(tensor_id, 0)
@@ -62,6 +74,11 @@ class PopularityWindow:
 
     def popular(self) -> set[str]:
         return {t for t, c in self._counts.items() if c >= self.k}
+
+    def popular_counts(self) -> dict[str, int]:
+        """The counts a worker's cache acts on (those >= k: below k it admits nothing and ranks by
+        recency), shipped with each job instead of the whole window."""
+        return dict(self._popular)
 
     def snapshot(self) -> dict[str, int]:
         """Counts to ship with a job to a worker's cache (`TensorCache.set_popularity`)."""
@@ -82,10 +99,11 @@ class TensorCache:
         self._entries: OrderedDict[str, tuple[Path, int, str]] = OrderedDict()  # tensor_id -> (path, nbytes, hash), LRU first
         self.size = 0
         self.hits = self.misses = self.evictions = self.admissions = self.rejections = self.corrupt = 0
+        self.write_errors = 0
         self.bytes_hit = self.bytes_cached = 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(f"*{SUFFIX}"):  # a cache lives as long as its worker process
-            stale.unlink(missing_ok=True)
+        for stale in (*self.directory.glob(f"*{SUFFIX}"), *self.directory.glob(".tmp-*")):
+            stale.unlink(missing_ok=True)  # a cache lives as long as its worker process
 
     # ---------------------------------------------------------------- popularity
     def observe_donation(self, tensor_ids: Iterable[str]) -> None:
@@ -153,8 +171,18 @@ class TensorCache:
         path = self.directory / (hashlib.blake2b(tid.encode(), digest_size=16).hexdigest() + SUFFIX)
         tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            save_file({"t": tensor.detach().contiguous()}, str(tmp), metadata={"tensor_id": tid})
+            save_file({"t": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"tensor_id": tid})
             os.replace(tmp, path)
+        except (OSError, SafetensorError) as err:  # best effort: a full or lost node-local disk costs hits only
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self.write_errors += 1
+            self.rejections += 1
+            warn_once(log, ("cache", getattr(err, "errno", None) or str(err).split(" at path")[0]), "tensor cache %s: cannot write (%s); tensors are read from the "
+                      "repository instead", self.directory, err)
+            return False
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -213,6 +241,7 @@ class TensorCache:
             "admissions": self.admissions,
             "rejections": self.rejections,
             "corrupt": self.corrupt,
+            "write_errors": self.write_errors,
             "bytes_hit": self.bytes_hit,
             "bytes_cached": self.bytes_cached,
         }

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "evotrace.data",
     "evotrace.runspec",
     "evotrace.search.command",
+    "evotrace.search.simulated",
     "evotrace.consolidate",
     "evotrace.analysis.command",
     "evotrace.figures.command",

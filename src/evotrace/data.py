@@ -4,8 +4,8 @@ The `.npz` holds only numeric and string arrays (it loads with `allow_pickle=Fal
 x_train, y_train, x_val, y_val (float32 features, int64 labels), input_shape, num_classes,
 blocks (widths of the tabular feature blocks, one ATTN input each; empty for images) and source.
 
-Sources: two embedded in scikit-learn (no download, for laptops and CI) and the study's two real
-ones, CIFAR-10 (NAS-Bench-201) and CANDLE ATTN `top_21_1fold_001.h5`, whose download the
+Sources: three embedded ones (no download, for laptops and CI: two scikit-learn sets and a generated
+tabular task that stands in for ATTN) and the study's two real ones, CIFAR-10 (NAS-Bench-201) and CANDLE ATTN `top_21_1fold_001.h5`, whose download the
 workflow does; `DOWNLOADS` lists their URLs and checksums.
 """
 
@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCES = ("sklearn-digits", "sklearn-breast-cancer", "cifar10", "candle-attn")
+SOURCES = ("sklearn-digits", "sklearn-breast-cancer", "generated-attn", "cifar10", "candle-attn")
+
+# generated-attn: a binary problem shaped like CANDLE ATTN (few positives, many weak features), small
+# enough that a candidate trains no longer than on breast-cancer; GENERATED_ROWS before the split
+ATTN_POSITIVE_FRACTION = 0.0361  # 3.61 % positive rows in top_21_1fold_001.h5
+GENERATED_ROWS = 6000
+GENERATED_FEATURES = 40
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_FILE = "cifar-10-python.tar.gz"
@@ -234,6 +240,26 @@ def prepare_breast_cancer(validation_fraction=0.2, seed=0, input_blocks=1, max_t
     return Dataset(x_tr, y[tr], x_va, y[va], (x.shape[1],), 2, blocks, "sklearn-breast-cancer")
 
 
+def prepare_generated_attn(validation_fraction=0.2, seed=0, input_blocks=1, max_train=None, max_val=None) -> Dataset:
+    """A generated stand-in for ATTN, deterministic from `seed`: GENERATED_ROWS rows of
+    GENERATED_FEATURES features (a few informative, some redundant, the rest noise) with ATTN's
+    3.61 % positives and 1 % flipped labels, so no model separates it perfectly. Accuracy would
+    say little here (predicting 'negative' scores 0.96): score it with val_auc."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=GENERATED_ROWS, n_features=GENERATED_FEATURES, n_informative=8, n_redundant=8,
+        n_clusters_per_class=3, weights=[1 - ATTN_POSITIVE_FRACTION], flip_y=0.01, class_sep=0.8,
+        random_state=seed,
+    )
+    x, y = x.astype(np.float32), y.astype(np.int64)
+    blocks = _even_blocks(x.shape[1], input_blocks or 1)
+    tr, va = _split(y, validation_fraction, seed)
+    tr, va = tr[_subsample(y[tr], max_train, seed)], va[_subsample(y[va], max_val, seed)]
+    x_tr, x_va = _standardize(x[tr], x[va], axis=0)
+    return Dataset(x_tr, y[tr], x_va, y[va], (x.shape[1],), 2, blocks, "generated-attn")
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """The official CIFAR-10 batches are Python pickles, so reading them runs the pickle VM; a
     tampered archive could name any callable (os.system, ...). Only the numpy functions that
@@ -382,6 +408,8 @@ def prepare(source, input=None, validation_fraction=0.2, seed=0, input_blocks=No
         return prepare_digits(validation_fraction, **common)
     if source == "sklearn-breast-cancer":
         return prepare_breast_cancer(validation_fraction, input_blocks=input_blocks, **common)
+    if source == "generated-attn":
+        return prepare_generated_attn(validation_fraction, input_blocks=input_blocks, **common)
     if source == "cifar10":
         return prepare_cifar10(input, validation_fraction, **common)
     return prepare_attn(input, input_blocks=input_blocks, **common)

@@ -24,11 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import time
 import uuid
 import zlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Iterable, Mapping
 
 import torch
 import xxhash
+
+from .durable import write_all
 
 FORMAT = 1
 HASHES = ("xxh3_128", "sha256", "crc32", "blake2b")
@@ -48,6 +51,18 @@ class CorruptTensor(RuntimeError):
     def __init__(self, model_id, name, path, reason):
         self.model_id, self.name, self.path, self.reason = model_id, name, str(path), reason
         super().__init__(f"corrupt tensor {name!r} of model {model_id} in {path}: {reason}")
+
+
+_OWN_FILE = re.compile(r"tensors/[0-9]+\.safetensors")
+
+
+def _checked_file(rel, entry: dict) -> str:
+    """A manifest's file name, accepted only in the repository's own form ("tensors/<id>.safetensors"):
+    a tampered manifest must not make a read or a delete reach outside the repository."""
+    if not isinstance(rel, str) or not _OWN_FILE.fullmatch(rel):
+        raise CorruptTensor(entry.get("owner"), entry.get("key"), rel,
+                            "manifest names a file that is not one of the repository's tensor files")
+    return rel
 
 
 class ModelExists(FileExistsError):
@@ -116,12 +131,6 @@ def _digest(data, algorithm: str) -> str:
     raise ValueError(f"unknown hash {algorithm!r}; choose from {HASHES}")
 
 
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
                       algorithm: str, threads: int, fsync: bool, progress=None, before_sync=None,
                       after_open=None) -> dict[str, str]:
@@ -149,9 +158,9 @@ def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mappi
     try:
         if after_open is not None:
             after_open()
-        _write_all(fd, struct.pack("<Q", len(blob)) + blob)
+        write_all(fd, struct.pack("<Q", len(blob)) + blob)
         for i, (name, view) in enumerate(zip(order, views)):
-            _write_all(fd, view)
+            write_all(fd, view)
             hashes[name] = _digest(view, algorithm)
             if progress is not None:
                 progress(i + 1, len(order))
@@ -199,7 +208,7 @@ def _create(path) -> int:
 
 def _write_close(fd: int, data: bytes, fsync: bool) -> None:
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         if fsync:
             os.fsync(fd)
     finally:
@@ -236,6 +245,8 @@ class ModelRecord:
 
 
 class ModelRepository:
+    RECORDS_CACHED = 4096
+
     """A directory of models on a filesystem shared by all ranks; any rank may put models with distinct
     ids concurrently, and any rank may read. Metadata is immutable once published and is cached."""
 
@@ -252,7 +263,7 @@ class ModelRepository:
         self.hash_threads = min(4, os.cpu_count() or 1) if hash_threads is None else int(hash_threads)
         (self.root / "tensors").mkdir(parents=True, exist_ok=True)
         (self.root / "models").mkdir(parents=True, exist_ok=True)
-        self._records: dict[int, ModelRecord] = {}
+        self._records: OrderedDict[int, ModelRecord] = OrderedDict()  # most recently used last
         self.bytes_read = 0
         self.bytes_written = 0
         self.tensors_read = 0
@@ -298,9 +309,11 @@ class ModelRepository:
         kept frozen) are referenced, not written; with `verify_inherited` an entry whose tensor changed
         after all (e.g. a BatchNorm left in train mode) is written as this model's own and reported in
         `rewritten`. Tensors are written first and metadata last, each to a temporary name, fsynced and
-        renamed, so a crash never leaves a visible partial model."""
+        renamed, so a crash never leaves a visible partial model. Tensors on another device (a GPU) are
+        copied to the CPU first."""
         t0 = time.perf_counter()
         model_id = int(model_id)
+        state_dict = {n: t.detach().cpu() for n, t in state_dict.items()}
         meta_path = self._meta_path(model_id)
         if meta_path.exists():
             raise ModelExists(f"model {model_id} is already stored in {self.root}")
@@ -407,7 +420,7 @@ class ModelRepository:
         written = file_bytes + len(blob)
         self.bytes_written += written
         self.tensors_written += len(own)
-        self._records[model_id] = self._record(meta)
+        self._remember(model_id, self._record(meta))
         return PutResult(
             model_id=model_id,
             bytes_written=written,
@@ -459,10 +472,12 @@ class ModelRepository:
     def get(self, model_id: int) -> ModelRecord:
         model_id = int(model_id)
         record = self._records.get(model_id)
+        if record is not None:
+            self._records.move_to_end(model_id)
         if record is None:
             with open(self._meta_path(model_id), "rb") as fh:
                 record = self._record(json.loads(fh.read()))
-            self._records[model_id] = record
+            self._remember(model_id, record)
         return record
 
     def get_manifest(self, model_id: int) -> dict[str, dict]:
@@ -482,7 +497,7 @@ class ModelRepository:
         costs a seek + read of its own range only."""
         by_file: dict[str, list[tuple[str, dict]]] = defaultdict(list)
         for name, entry in entries.items():
-            by_file[entry["file"]].append((name, entry))
+            by_file[_checked_file(entry["file"], entry)].append((name, entry))
         out: dict[str, torch.Tensor] = {}
         nbytes = 0
         for rel, items in by_file.items():
@@ -583,11 +598,32 @@ class ModelRepository:
                 counts[rel] += 1
         return dict(counts)
 
+    def _remember(self, model_id: int, record: ModelRecord) -> None:
+        """Cache a model's metadata, keeping at most RECORDS_CACHED (a worker of a 100k search would
+        otherwise hold every manifest it ever read)."""
+        self._records[model_id] = record
+        self._records.move_to_end(model_id)
+        while len(self._records) > self.RECORDS_CACHED:
+            self._records.popitem(last=False)
+
+    def discard(self, model_id: int) -> list[str]:
+        """Unpublish a model that no other model refers to (a resumed search's re-submitted candidate,
+        never announced as a donor): its metadata and its own tensor file, without scanning the others."""
+        model_id = int(model_id)
+        own = self._tensor_rel(model_id)
+        self._meta_path(model_id).unlink(missing_ok=True)
+        self._records.pop(model_id, None)
+        removed = ["models/" + self._meta_path(model_id).name]
+        if (self.root / own).exists():
+            (self.root / own).unlink()
+            removed.append(own)
+        return removed
+
     def delete(self, model_id: int) -> list[str]:
         """Unpublish a model and remove the tensor files no stored model refers to any more. Returns the
         files removed. Scans all metadata: meant for one maintenance process, not for concurrent use."""
         model_id = int(model_id)
-        files = {e["file"] for e in self.get_manifest(model_id).values()}
+        files = {_checked_file(e["file"], e) for e in self.get_manifest(model_id).values()}
         self._meta_path(model_id).unlink()
         self._records.pop(model_id, None)
         alive = self.refcounts()

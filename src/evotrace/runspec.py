@@ -7,6 +7,16 @@ import json
 from pathlib import Path
 
 
+def training_of(config: dict, dataset: str) -> dict:
+    """The training settings of a run: the study's, scored by the dataset's own `quality` when it
+    names one (a metric belongs to the task: AUC for an imbalanced one, accuracy for digits)."""
+    training = dict(config.get("training", {}))
+    quality = config["datasets"][dataset].get("quality")
+    if quality:
+        training["quality"] = quality
+    return training
+
+
 def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> dict:
     """`dataset_meta`: input_shape, num_classes and blocks of the prepared dataset."""
     from .spaces import make_space
@@ -35,22 +45,23 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
         "epochs": r["epochs"],
         "seed": r["seed"],
         "search": {
-            "candidates": search["candidates"],
+            "candidates": r.get("candidates", search["candidates"]),
             "population": search["population"],
             "sample": search["sample"],
-            "workers": search["workers"],
+            "workers": r.get("workers", search["workers"]),
             "torch_threads": search.get("torch_threads", 1),
             "mutation": r.get("mutation", search.get("mutation", {"positions": "uniform"})),
             "quanta": r.get("scheduling", search.get("scheduling", {"quanta": 1}))["quanta"],
+            "stage_boundary": search.get("stage_boundary", "wait"),
         },
-        "training": config.get("training", {}),
+        "training": training_of(config, r["dataset"]),
         "transfer": {
             "enabled": r.get("transfer", True),
             "fine_tune_epochs": transfer.get("fine_tune_epochs", 0),
             "cache": cache,
             "skip_store": transfer.get("skip_store", {"enabled": False, "threshold": 0.01}),
         },
-        "evaluation": {"kind": "train"},
+        "evaluation": r.get("evaluation", {"kind": "train"}),
     }
 
 

@@ -22,13 +22,14 @@ CANDIDATE_FIELDS = [
     pa.field("mutation_pos", pa.int16()),  # null in stage 1
     pa.field("quality", pa.float64()),  # null if failed
     pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
-    pa.field("error", pa.string()),
+    pa.field("error", pa.string()),  # why it failed; null when status is "ok"
+    pa.field("warning", pa.string()),  # what went wrong without failing it (transfer skipped, not stored)
     pa.field("epochs", pa.int32()),
     pa.field("train_seconds", pa.float64()),
     pa.field("insert_seq", pa.int64()),  # order of insertion into the population; null if failed
     pa.field("population_version", pa.int64()),  # insertions done when this candidate was created
     # transfer learning (null/0 when transfer is off)
-    pa.field("donor_id", pa.int64()),
+    pa.field("donor_id", pa.int64()),  # null unless at least one tensor was copied from it
     pa.field("prefix_len", pa.int16()),
     pa.field("n_transferred_tensors", pa.int32()),
     pa.field("bytes_read", pa.int64()),

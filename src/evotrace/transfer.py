@@ -342,8 +342,10 @@ def apply(
 def donor_probability_bound(P: int, lam: int, s: int) -> float:
     """p(X = 0 | X ~ H(P, P - lam, s)): the chance that a tournament of s members drawn from a
     population of P holds none of the P - lam members better than a model of rank `lam` from the bottom
-    (1 = worst). An upper bound on it becoming a donor at one step; 0 for the s - 1 worst. s > P draws
-    the whole population (s is clamped to P)."""
+    (1 = worst). An upper bound on it becoming a parent at one draw; 0 for the s - 1 worst. It does not
+    bound becoming a donor: a donor is any stored model with the longest common prefix, so a model that
+    can never be a parent may still give its prefix (analysis.rq4.skip_store_cost measures how often).
+    s > P draws the whole population (s is clamped to P)."""
     P, lam, s = int(P), int(lam), int(s)
     if P < 1 or not 1 <= lam <= P or s < 1:
         raise ValueError(f"need P >= 1, 1 <= lam <= P, s >= 1; got P={P}, lam={lam}, s={s}")
@@ -352,8 +354,8 @@ def donor_probability_bound(P: int, lam: int, s: int) -> float:
 
 
 def should_store(P: int, lam: int, s: int, threshold: float = 0.0) -> bool:
-    """Store a model only if its donor bound exceeds `threshold` (0: skip exactly those that can never
-    be donors)."""
+    """Store a model only if its parent bound exceeds `threshold` (0: skip exactly those that can never
+    be parents; they can still have been donors)."""
     return donor_probability_bound(P, lam, s) > threshold
 
 

@@ -18,7 +18,7 @@ RESULTS = f"results/{STUDY}"
 LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
-RQS = ["rq1", "rq2", "rq3", "rq4"]
+RQS = ["rq1", "rq2", "rq3", "rq4", "rq5"]
 
 
 wildcard_constraints:
@@ -58,6 +58,18 @@ def caption_of(rq, figure):
     )
 
 
+def finding_of(rq, figure):
+    """A params function: the one-sentence finding of a figure, filled from its tables (FINDINGS of
+    evotrace.figures.rqN), which its report caption states."""
+
+    def finding(wildcards, input):
+        return importlib.import_module(f"evotrace.figures.{rq}").finding(
+            figure, os.path.dirname(input.tables[0]), input.config
+        )
+
+    return finding
+
+
 # figures whose interactive HTML goes into the report; the others appear there as PNG (each HTML file
 # embeds plotly.js, which would make the report hundreds of MB)
 INTERACTIVE = {"prefix_animation"}
@@ -75,7 +87,19 @@ def dataset_of(wildcards):
 
 
 def search_workers(wildcards):
-    return config["search"]["workers"]
+    return config["runs"][wildcards.run].get("workers", config["search"]["workers"])
+
+
+def simulated(wildcards):
+    """A simulated run: virtual workers in one process, no MPI ranks."""
+    kind = config["runs"][wildcards.run].get("evaluation", {}).get("kind", "train")
+    return kind == "simulated"
+
+
+def search_launcher(wildcards, resources):
+    if simulated(wildcards):
+        return ""
+    return f"{resources.mpi} -n {resources.tasks}"
 
 
 def final_output():

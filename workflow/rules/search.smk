@@ -1,5 +1,6 @@
 rule search:
-    """Algorithm 1 on W MPI worker ranks plus one master rank. The run directory also holds the
+    """Algorithm 1 on W MPI worker ranks plus one master rank (a simulated run: W virtual workers in
+    one process, no mpiexec). The run directory also holds the
     model repository and the journal that lets a killed search resume: neither is a declared output,
     so a failed job never deletes them. A search killed by walltime or preemption is retried and
     resumes from the journal. Snakemake deletes a rule's log before each attempt: the attempts write
@@ -20,15 +21,16 @@ rule search:
         ENV
     threads: 1
     resources:
-        tasks=lambda wc: search_workers(wc) + 1,
+        tasks=lambda wc: 1 if simulated(wc) else search_workers(wc) + 1,
         mpi_slots=1,
         runtime=120,
     params:
+        launch=search_launcher,
         out_dir=lambda wc, output: os.path.dirname(output.candidates),
         cache_dir=lambda wc, resources: (
             f"--cache-dir {resources.cache_dir}" if resources.get("cache_dir") else ""
         ),
     shell:
         "n=1; while [ -e {log}.$n ]; do n=$((n + 1)); done; ln -sfn $(basename {log}).$n {log};"
-        " {resources.mpi} -n {resources.tasks} evotrace search --spec {input.spec}"
+        " {params.launch} evotrace search --spec {input.spec}"
         " --out-dir {params.out_dir} {params.cache_dir} > {log}.$n 2>&1"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .common import is_ok
 
-RQS = ("rq1", "rq2", "rq3", "rq4")
+RQS = ("rq1", "rq2", "rq3", "rq4", "rq5")
 
 
 # --- tables as CSV -------------------------------------------------------------------------------

@@ -181,12 +181,19 @@ def blom(r, w):
 
 
 def quanta_delay(s, w):
-    """Upper bound, in training-time standard deviations, on the delay of a scheduling quanta of s out of
-    w workers that all started together. With E(r, w) the expected r-th smallest (Blom) the paper's
-    E(s, w) - E(w, w) is <= 0: the s-th completion comes before the last. We report its magnitude
-    E(w, w) - E(s, w) >= 0, the expected gap between the s-th and the last of the w completions (the
-    paper's expression with order statistics counted from the largest); it is 0 for s = w."""
+    """E(w, w) - E(s, w) >= 0, in training-time standard deviations, with E(r, w) the expected r-th
+    smallest of w (Blom): how much earlier the s-th of w completions comes than the last. Largest at
+    s = 1 and 0 at s = w, so it is not the cost of a quanta; see quanta_wait."""
     return blom(w, w) - blom(s, w)
+
+
+def quanta_wait(s, w):
+    """E(s, w) - E(1, w) >= 0, in training-time standard deviations: how much later the s-th of w
+    completions comes than the first, i.e. the wait a quanta of s adds over asynchronous dispatch when
+    w workers start together (the worst case). 0 for s = 1, growing with s, as the study's trade-off
+    says; the study writes it E(s, w) - E(w, w) with order statistics counted from the largest, which
+    under the usual (smallest-first) convention used here is <= 0."""
+    return blom(s, w) - blom(1, w)
 
 
 def training_times(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -199,23 +206,48 @@ def training_times(candidates: pd.DataFrame) -> pd.DataFrame:
 
 
 def quanta(candidates, tensor_reads, params) -> pd.DataFrame:
-    """The scheduling-quanta delay bound over analysis.quanta.s x analysis.quanta.w (s <= w), scaled by
-    each run's measured training-time standard deviation to give seconds. `wait_sd` / `wait_seconds`,
-    E(s, w) - E(1, w), are the other reading of the same order statistics: how much later the s-th
-    completion comes than the first, i.e. the wait a quanta adds over asynchronous dispatch."""
+    """The wait a scheduling quanta of s out of w workers adds, over analysis.quanta.s x analysis.quanta.w
+    (s <= w): `wait_sd` = E(s, w) - E(1, w) (quanta_wait), scaled by each run's measured training-time
+    standard deviation to `wait_seconds`; `delay_sd` / `delay_seconds` = E(w, w) - E(s, w), the gap
+    from the s-th to the last completion, for reference."""
     q = params["analysis"]["quanta"]
     grid = pd.DataFrame([(s, w) for w in q["w"] for s in q["s"] if s <= w], columns=["s", "w"], dtype=np.int64)
     grid["e_s"] = blom(grid["s"], grid["w"])
     grid["e_w"] = blom(grid["w"], grid["w"])
+    grid["wait_sd"] = quanta_wait(grid["s"], grid["w"])
     grid["delay_sd"] = quanta_delay(grid["s"], grid["w"])
     runs = training_times(candidates).groupby("run", sort=True)["seconds"].agg(train_mean="mean", train_sd="std")
-    runs = runs.reset_index()
-    out = runs.merge(grid, how="cross")
-    out["delay_seconds"] = out["delay_sd"] * out["train_sd"]
-    out["wait_sd"] = out["e_s"] - blom(1, out["w"])
+    out = runs.reset_index().merge(grid, how="cross")
     out["wait_seconds"] = out["wait_sd"] * out["train_sd"]
-    cols = ["run", "s", "w", "e_s", "e_w", "delay_sd", "train_mean", "train_sd", "delay_seconds", "wait_sd", "wait_seconds"]
+    out["delay_seconds"] = out["delay_sd"] * out["train_sd"]
+    cols = ["run", "s", "w", "e_s", "e_w", "train_mean", "train_sd", "wait_sd", "wait_seconds", "delay_sd", "delay_seconds"]
     return out[cols]
+
+
+def quanta_idle(candidates, tensor_reads, params) -> pd.DataFrame:
+    """Measured idle time per dispatch of each run: on every worker, from the end of one candidate to
+    the start of its next one (every candidate, failed ones included, occupies its worker). Runs with
+    quanta q > 1 wait for q results before dispatching; q = 1 runs give the asynchronous baseline
+    (the master's own overhead). `mean_idle_sd` is the mean in the run's training-time standard
+    deviations, the unit of quanta_wait."""
+    c = candidates[candidates["start_time"].notna() & candidates["end_time"].notna()]
+    c = c.sort_values(["run", "worker", "start_time", "job_id"], kind="stable")
+    same = (c["run"].to_numpy() == np.roll(c["run"].to_numpy(), 1)) & (c["worker"].to_numpy() == np.roll(c["worker"].to_numpy(), 1))
+    same[:1] = False
+    idle = c["start_time"].to_numpy(float) - np.roll(c["end_time"].to_numpy(float), 1)
+    gaps = pd.DataFrame({"run": c["run"].to_numpy()[same], "idle": idle[same]})
+    sd = training_times(candidates).groupby("run")["seconds"].std()
+    rows = []
+    for run, g in gaps.groupby("run", sort=True):
+        spec = params.get("runs", {}).get(run, {})
+        rows.append({"run": run, "quanta": int(spec.get("quanta", 1)),
+                     "workers": int(spec.get("workers", candidates.loc[candidates["run"] == run, "worker"].nunique())),
+                     "dispatches": len(g), "mean_idle_seconds": float(g["idle"].mean()),
+                     "median_idle_seconds": float(g["idle"].median()), "train_sd": float(sd.get(run, np.nan))})
+    out = pd.DataFrame(rows, columns=["run", "quanta", "workers", "dispatches", "mean_idle_seconds",
+                                      "median_idle_seconds", "train_sd"])
+    out["mean_idle_sd"] = out["mean_idle_seconds"] / out["train_sd"]
+    return out
 
 
 TABLES = {
@@ -224,4 +256,5 @@ TABLES = {
     "coaccess": coaccess,
     "locality": locality,
     "quanta": quanta,
+    "quanta_idle": quanta_idle,
 }

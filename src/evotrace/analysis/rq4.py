@@ -87,23 +87,25 @@ def improvements(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: d
 
 
 def quality_summary(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
-    """Per run: counts, quality range, the lower edge of the trimmed Fig. 3 axis (`trim_low`, the
+    """Per run: counts, quality range, how many distinct qualities (few means ties in most tournaments),
+    the improvements of the maximum in end-time order (as `improvements`), the lower edge of the trimmed Fig. 3 axis (`trim_low`, the
     TRIM_QUANTILE quantile, or analysis.quality_trim_quantile when set) and how many successful
     candidates that trimmed axis hides."""
     quantile = float(params.get("analysis", {}).get("quality_trim_quantile", TRIM_QUANTILE))
+    steps = quality(candidates, tensor_reads, params).groupby("run")["improvement"].sum()
     rows = []
     for run, group in candidates.groupby("run", sort=True):
         q = _ok(group)["quality"].to_numpy(dtype=np.float64)
         low = float(np.quantile(q, quantile)) if len(q) else np.nan
-        best = np.maximum.accumulate(q) if len(q) else q
         rows.append({
             "run": str(run), "candidates": len(group), "ok": len(q), "failed": len(group) - len(q),
             "min": float(q.min()) if len(q) else np.nan, "median": float(np.median(q)) if len(q) else np.nan,
             "max": float(q.max()) if len(q) else np.nan, "trim_quantile": quantile, "trim_low": low,
-            "hidden": int((q < low).sum()), "improvements": int((q > np.r_[-np.inf, best[:-1]]).sum()) if len(q) else 0,
+            "hidden": int((q < low).sum()), "improvements": int(steps.get(str(run), 0)),
+            "distinct_qualities": len(np.unique(q)),
         })
     columns = ["run", "candidates", "ok", "failed", "min", "median", "max", "trim_quantile", "trim_low",
-               "hidden", "improvements"]
+               "hidden", "improvements", "distinct_qualities"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -205,6 +207,54 @@ def worst_parents(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
     return pd.DataFrame(rows, columns=columns)
 
 
+def skip_store_cost(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """What skip-store's rule would cost transfer learning. The hypergeometric bound limits becoming a
+    parent; a donor is any stored model with the longest common prefix, so a model that can never be a
+    parent (inserted into a full population among the s-1 worst: bound 0) can still be a donor. Per run:
+    the transfers (`transfers`), those whose donor was such a model (`from_worst`), their mean prefix
+    length as traced and the longest prefix left among the stored models of that moment (insert_seq
+    below the child's population_version) once those models are left out, found with the search's own
+    PrefixIndex; `positions_lost` sums the difference and `shortened` counts the transfers it shortens."""
+    from ..transfer import PrefixIndex
+    from .common import arch_matrix
+
+    ranks = insertion_rank(candidates, tensor_reads, params)
+    rows = []
+    for run, group in candidates.groupby("run", sort=True):
+        p, s = population_sample(params, str(run))
+        mine = ranks[ranks["run"] == str(run)]
+        worst = set(mine.loc[(mine["population"] == p) & (mine["rank"] <= s - 1), "job_id"].astype(np.int64))
+        children = group[group["donor_id"].notna()]
+        donor = pd.to_numeric(children["donor_id"]).astype(np.int64)
+        hit = children[donor.isin(worst).to_numpy()].sort_values("population_version", kind="stable")
+        ok, seq, q = _members(group)
+        stored = ok["stored"].fillna(True).to_numpy(bool) if "stored" in ok else np.ones(len(ok), bool)
+        keep = stored & ~ok["job_id"].isin(worst).to_numpy()
+        models, model_seq, model_q = ok["job_id"].to_numpy(np.int64)[keep], seq[keep], q[keep]
+        model_arch = arch_matrix(ok[keep]) if len(hit) and keep.any() else np.zeros((0, 0), np.int64)
+        child_arch = arch_matrix(hit) if len(hit) else np.zeros((0, 0), np.int64)
+        index, added, alternative = PrefixIndex(), 0, []
+        for version, arch in zip(pd.to_numeric(hit["population_version"]).astype(np.int64), child_arch):
+            while added < len(models) and model_seq[added] < version:
+                index.add(int(models[added]), [int(x) for x in model_arch[added]], float(model_q[added]))
+                added += 1
+            found = index.best([int(x) for x in arch])
+            alternative.append(found[1] if found else 0)
+        traced = pd.to_numeric(hit["prefix_len"]).fillna(0).to_numpy(np.int64)
+        alternative = np.minimum(np.asarray(alternative, np.int64), traced)
+        rows.append({
+            "run": str(run), "population": p, "sample": s, "worst_models": len(worst),
+            "worst_donors": int(hit["donor_id"].nunique()), "transfers": len(children), "from_worst": len(hit),
+            "from_worst_fraction": len(hit) / len(children) if len(children) else np.nan,
+            "mean_prefix_len": float(traced.mean()) if len(hit) else np.nan,
+            "mean_prefix_len_without_worst": float(alternative.mean()) if len(hit) else np.nan,
+            "positions_lost": int((traced - alternative).sum()), "shortened": int((alternative < traced).sum()),
+        })
+    columns = ["run", "population", "sample", "worst_models", "worst_donors", "transfers", "from_worst",
+               "from_worst_fraction", "mean_prefix_len", "mean_prefix_len_without_worst", "positions_lost", "shortened"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 TABLES = {
     "quality": quality,
     "improvements": improvements,
@@ -212,4 +262,5 @@ TABLES = {
     "insertion_rank": insertion_rank,
     "rank_outcomes": rank_outcomes,
     "worst_parents": worst_parents,
+    "skip_store_cost": skip_store_cost,
 }

@@ -89,8 +89,11 @@ def coaccess(tables, params) -> go.Figure:
 
 
 def quanta(tables, params) -> go.Figure:
-    """Delay bound of a scheduling quanta against the number of workers, one line per quanta size s."""
+    """Wait a scheduling quanta of s out of w workers adds, E(s,w) - E(1,w) training-time standard
+    deviations in seconds, against w, one line per s; a star marks each run's measured mean idle time
+    per dispatch at its own (workers, quanta)."""
     t = tables["quanta"]
+    idle = tables.get("quanta_idle")
     runs = layout.listed_runs(t, params) or ["(no runs)"]
     fig, cells, rows = layout.grid(runs, cols=4, row_px=240, gap_px=85, hgap=0.06)
     low = layout.bottom_cells(cells)
@@ -98,18 +101,32 @@ def quanta(tables, params) -> go.Figure:
         sub = t[t["run"] == run]
         for j, (s, line) in enumerate(sub.groupby("s", sort=True)):
             fig.add_trace(
-                go.Scatter(x=line["w"], y=line["delay_seconds"], mode="lines+markers", name=f"s = {s}",
+                go.Scatter(x=line["w"], y=line["wait_seconds"], mode="lines+markers", name=f"s = {s}",
                            legendgroup=f"s{s}", showlegend=i == 0, line_color=COLORS[j % len(COLORS)],
-                           customdata=line[["delay_sd", "train_sd"]],
+                           customdata=line[["wait_sd", "train_sd"]],
                            hovertemplate="w=%{x}: %{y:.2f} s (%{customdata[0]:.2f} sd of %{customdata[1]:.2f} s)"
                            "<extra></extra>"),
+                row=r, col=c,
+            )
+        measured = idle[idle["run"] == run] if idle is not None else None
+        if measured is not None and len(measured):
+            m = measured.iloc[0]
+            fig.add_trace(
+                go.Scatter(x=[m["workers"]], y=[m["mean_idle_seconds"]], mode="markers+text",
+                           marker=dict(symbol="star", size=13, color="black"), text=[f"measured, q = {int(m['quanta'])}"],
+                           textposition="top right", textfont=dict(size=10), cliponaxis=False,
+                           name="measured idle per dispatch",
+                           legendgroup="measured", showlegend=i == 0,
+                           hovertemplate="%{y:.2f} s mean idle per dispatch<extra></extra>"),
                 row=r, col=c,
             )
         fig.update_xaxes(type="log", tickvals=sorted(sub["w"].unique()), title_text="workers w" if (r, c) in low else None,
                          row=r, col=c)
         fig.update_yaxes(rangemode="tozero", row=r, col=c)
-    layout.shared_ytitle(fig, "delay bound E(w,w) - E(s,w), seconds")
-    fig.update_layout(title="Scheduling quanta: upper bound on the delay of waiting for s of w workers",
+    layout.shared_ytitle(fig, "wait E(s,w) - E(1,w), seconds")
+    fig.update_layout(title="Scheduling quanta: expected wait for the s-th of w completions over the first"
+                      "<br><sup>lines: bound for w workers starting together, scaled by the run's training-time sd;"
+                      " star: measured mean idle per dispatch</sup>",
                       template=TEMPLATE, legend_title_text="quanta size")
     return fig
 

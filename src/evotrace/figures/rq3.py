@@ -45,12 +45,20 @@ def _tier_note(params) -> str:
             f"{t['tier3_max']} occurrences; tier 2: between</sup>")
 
 
+def _window_words(params) -> tuple[str, str]:
+    """(what the window holds, what `seen` counts) for analysis.prefix_window."""
+    if params.get("analysis", {}).get("prefix_window", "population") == "created":
+        return "the last p candidates created", "created"
+    return "the population (last p inserted)", "inserted"
+
+
 def prefix_histograms(tables, params) -> go.Figure:
     """Fig. 4: prefix histograms of the last p candidates; rows = runs, columns = snapshots."""
     snaps = tables["prefix_snapshots"]
     runs = layout.listed_runs(tables["prefix_ids"], params) or ["(no candidates)"]
     seen = sorted(snaps["seen"].unique()) or [0]
-    titles = [f"after {n} candidates" for n in seen] + [""] * (len(seen) * (len(runs) - 1))
+    window, counted = _window_words(params)
+    titles = [f"after {n} {counted}" for n in seen] + [""] * (len(seen) * (len(runs) - 1))
     fig, _, rows = layout.grid(titles, cols=len(seen), row_px=160, gap_px=45, hgap=0.05, top=150)
     ranges = _id_ranges(tables, runs)
     for r, run in enumerate(runs, start=1):
@@ -63,9 +71,9 @@ def prefix_histograms(tables, params) -> go.Figure:
         layout.row_label(fig, r, run, col=len(seen))
     for col in range(1, len(seen) + 1):
         fig.update_xaxes(title_text="prefix id", row=rows, col=col)
-    layout.shared_ytitle(fig, "occurrences in the last p candidates", shift_px=-45)
+    layout.shared_ytitle(fig, "occurrences in the window", shift_px=-45)
     _tier_legend(fig)
-    fig.update_layout(title="Prefix popularity over the last p candidates (the population)" + _tier_note(params),
+    fig.update_layout(title=f"Prefix popularity in {window}" + _tier_note(params),
                       bargap=0.05, template=TEMPLATE, margin=dict(r=60))
     layout.top_legend(fig, top_px=150)
     return fig
@@ -110,13 +118,13 @@ def prefix_animation(tables, params) -> go.Figure:
         fig.update_yaxes(range=[0, ymax * 1.05], dtick=1 if ymax <= 5 else None, row=row, col=1)
         layout.row_label(fig, row, run)
     fig.update_xaxes(title_text="prefix id", row=len(runs), col=1)
-    layout.shared_ytitle(fig, "occurrences in the last p candidates", shift_px=-45)
+    layout.shared_ytitle(fig, "occurrences in the window", shift_px=-45)
     plot_px = total - layout.TOP - bottom
     controls_y = -70 / plot_px  # below the x-axis title, in the plotting area's paper coordinates
     fig.frames = [go.Frame(name=str(n), data=bars(n), traces=list(range(len(runs)))) for n in steps]
     play = dict(frame=dict(duration=150, redraw=True), fromcurrent=True, transition=dict(duration=0))
     fig.update_layout(
-        title="Prefix popularity over the last p candidates, through the search",
+        title=f"Prefix popularity in {_window_words(params)[0]}, through the search",
         height=total,
         margin=dict(t=layout.TOP, b=bottom, l=layout.LEFT, r=60),
         template=TEMPLATE,
@@ -128,7 +136,7 @@ def prefix_animation(tables, params) -> go.Figure:
             dict(label="Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
         ])],
         sliders=[dict(active=0, x=0.14, len=0.86, y=controls_y, yanchor="top", pad=dict(t=0),
-                      currentvalue=dict(prefix="candidates seen: "), steps=[
+                      currentvalue=dict(prefix=f"candidates {_window_words(params)[1]}: "), steps=[
             dict(label=str(n), method="animate",
                  args=[[str(n)], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))])
             for n in steps
@@ -157,67 +165,79 @@ def tiers(tables, params) -> go.Figure:
             )
         fig.update_yaxes(range=[0, 1], tickvals=[0, 0.5, 1], tickformat=".0%", row=row, col=1)
         layout.row_label(fig, row, run)
-    fig.update_xaxes(title_text="candidates seen", row=len(runs), col=1)
-    layout.shared_ytitle(fig, "share of the last p candidates", shift_px=-55)
-    fig.update_layout(title="Popularity tiers of the prefixes in the last p candidates" + _tier_note(params),
+    window, counted = _window_words(params)
+    fig.update_xaxes(title_text=f"candidates {counted}", row=len(runs), col=1)
+    layout.shared_ytitle(fig, "share of the window", shift_px=-55)
+    fig.update_layout(title=f"Popularity tiers of the prefixes in {window}" + _tier_note(params),
                       height=total, template=TEMPLATE, margin=dict(b=layout.BOTTOM, l=layout.LEFT, r=60))
     layout.top_legend(fig, top_px=top)
     return fig
 
 
+ROLE_TITLES = {"donor": "model as donor", "parent": "model as parent", "tensor": "tensor transferred"}
+
+
 def donor_probability(tables, params) -> go.Figure:
-    """P(donor / parent in the next window | >= k uses in the last window) against the base rate."""
+    """P(used in the next window | more than k uses in the last window) against the base rate, per role."""
     t = tables["reuse_probability"]
     runs = layout.listed_runs(t, params)
     roles = list(dict.fromkeys(t["role"])) or ["donor", "parent"]
-    fig = make_subplots(rows=1, cols=len(roles), subplot_titles=[f"{r} in the next window" for r in roles],
+    window = int(t["window"].iloc[0]) if len(t) else 100
+    fig = make_subplots(rows=1, cols=len(roles), subplot_titles=[ROLE_TITLES.get(r, r) for r in roles],
                         shared_yaxes=True, horizontal_spacing=0.05)
     for col, role in enumerate(roles, start=1):
         for i, run in enumerate(runs):
             sub = t[(t["run"] == run) & (t["role"] == role)]
-            cond, base = sub[sub["k"] >= 1], sub[sub["k"] == 0]
             color = COLORS[i % len(COLORS)]
-            fig.add_trace(go.Scatter(x=cond["k"], y=cond["probability"], mode="lines+markers", name=run, legendgroup=run,
-                                     showlegend=col == 1, line_color=color, customdata=cond[["hits", "models"]],
-                                     hovertemplate="k=%{x}: %{customdata[0]}/%{customdata[1]}<extra>" + run + "</extra>"),
+            fig.add_trace(go.Scatter(x=sub["k"], y=sub["probability"], mode="lines+markers", name=run, legendgroup=run,
+                                     showlegend=col == 1, line_color=color, customdata=sub[["hits", "models"]],
+                                     hovertemplate="more than %{x}: %{customdata[0]}/%{customdata[1]}<extra>" + run + "</extra>"),
                           row=1, col=col)
-            if len(base) and len(cond):
-                fig.add_trace(go.Scatter(x=[cond["k"].min(), cond["k"].max()], y=[base["probability"].iloc[0]] * 2, mode="lines",
+            if len(sub) and np.isfinite(sub["base_rate"].iloc[0]):
+                fig.add_trace(go.Scatter(x=[sub["k"].min(), sub["k"].max()], y=[sub["base_rate"].iloc[0]] * 2, mode="lines",
                                          line=dict(color=color, dash="dot", width=1.5), name=f"{run} base rate",
                                          legendgroup=run, showlegend=False, hoverinfo="skip"), row=1, col=col)
         marked = t[t["threshold"]]["k"]
         if len(marked):
             fig.add_vline(x=int(marked.iloc[0]), line_dash="dash", line_color="grey", row=1, col=col,
-                          annotation_text=f"threshold k = {int(marked.iloc[0])}", annotation_position="top right",
+                          annotation_text=f"more than {int(marked.iloc[0])}", annotation_position="top right",
                           annotation_font_size=11)
-        fig.update_xaxes(title_text="k: uses in the last window (at least)", dtick=1, row=1, col=col)
-    fig.update_yaxes(title_text="empirical probability", range=[0, 1.02], row=1, col=1)
-    fig.update_layout(title="Popularity predicts reuse: probability of being used again (dotted: base rate of each run)",
+        fig.update_xaxes(title_text=f"k: more than k uses in the last {window} candidates", dtick=1, row=1, col=col)
+    fig.update_yaxes(title_text=f"P(used in the next {window})", range=[0, 1.02], row=1, col=1)
+    fig.update_layout(title="Does popularity predict reuse? Sliding windows of the last and next "
+                      f"{window} candidates<br><sup>dotted: base rate among those that could be used "
+                      "(parents: population members; donors: stored models; tensors: read before)</sup>",
                       template=TEMPLATE, height=560, legend_title_text="run")
     return fig
 
 
 def birthday(tables, params) -> go.Figure:
-    """Stage-1 size against the generalized birthday bound for the observed maximum prefix count."""
+    """Stage-1 size against the exact and the asymptotic birthday sizes for the observed maximum count."""
     t = tables["birthday"]
     runs = layout.listed_runs(t, params)
     t = t.set_index("run").reindex(runs)
     fig = go.Figure()
     series = [("stage1_size", "stage-1 candidates"),
-              ("bound_p50", "bound (p=0.5) for the observed max count k"),
-              ("next_bound_p50", "bound (p=0.5) for k + 1")]
+              ("exact_p50", "exact size (p=0.5) for the observed max count k"),
+              ("bound_p50", "asymptotic bound (p=0.5) for k"),
+              ("next_bound_p50", "asymptotic bound (p=0.5) for k + 1")]
     for i, (column, name) in enumerate(series):
-        fig.add_trace(go.Bar(x=runs, y=t[column], name=name, marker_color=COLORS[i],
-                             text=[f"k={int(k)}" for k in t["max_count"]] if column == "bound_p50" else None,
-                             textposition="outside", cliponaxis=False))
-    values = t[[c for c, _ in series]].to_numpy(float)
+        if column not in t:
+            continue
+        fig.add_trace(go.Bar(x=runs, y=t[column], name=name, marker_color=COLORS[i]))
+    if "p_max_count" in t:
+        fig.update_xaxes(tickvals=runs, ticktext=[f"{run}<br>k = {int(k)}, P(max ≥ k) = {p:.3f}"
+                                                  for run, k, p in zip(runs, t["max_count"], t["p_max_count"])])
+    values = t[[c for c, _ in series if c in t]].to_numpy(float)
     values = values[np.isfinite(values) & (values > 0)]
     # bars need a zero baseline: a log axis only where the values span more than two decades
     log = len(values) > 0 and values.max() / values.min() > 100
-    fig.update_layout(title="Most frequent stage-1 prefix against the generalized birthday paradox",
+    fig.update_layout(title="Most frequent stage-1 prefix against uniform sampling (generalized birthday problem)"
+                      "<br><sup>P(max ≥ k): exact probability that uniform sampling of the stage-1 candidates "
+                      "repeats some prefix k times or more</sup>",
                       barmode="group", yaxis_title="sample size (candidates)", yaxis_type="log" if log else "linear",
                       template=TEMPLATE, height=560)
-    layout.top_legend(fig, top_px=120)
+    layout.top_legend(fig, top_px=130)
     return fig
 
 
@@ -241,6 +261,12 @@ def improvement_lag(tables, params) -> go.Figure:
                 hovertemplate="model %{customdata[0]} (quality %{customdata[1]:.4f}): lag %{y} creations,"
                 " %{customdata[2]:.1f} s<extra>" + run + "</extra>",
             ), row=r, col=c)
+        summary = tables.get("improvement_lag_summary")
+        km = summary.loc[summary["run"] == run, "mean_lag"].dropna() if summary is not None else []
+        if len(km):
+            fig.add_hline(y=float(km.iloc[0]), line_dash="dash", line_color=color, row=r, col=c,
+                          annotation_text=f"Kaplan-Meier mean {float(km.iloc[0]):.1f}", annotation_position="bottom right",
+                          annotation_font_size=11)
         expected = t.loc[t["run"] == run, "expected_lag"].dropna()
         if len(expected):
             fig.add_hline(y=float(expected.iloc[0]), line_dash="dot", line_color="grey", row=r, col=c,
@@ -255,7 +281,7 @@ def improvement_lag(tables, params) -> go.Figure:
     layout.shared_ytitle(fig, "lag (creations)", shift_px=-45)
     fig.update_layout(title="Lag from a new best model to its first use as a parent"
                       "<br><sup>filled: first used while still the best; open: superseded before its first use; "
-                      "dotted: p/s</sup>", template=TEMPLATE, showlegend=False)
+                      "dotted: p/s; dashed: Kaplan-Meier mean lag (censored cases included)</sup>", template=TEMPLATE, showlegend=False)
     return fig
 
 

@@ -86,9 +86,18 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     population, against the one-draw bound p(X=0 | H(p, p-lambda, s)); the dotted line marks s."""
     table = tables["rank_outcomes"]
     runs = layout.sorted_runs(table)
-    titles = layout.run_titles(runs, tables.get("worst_parents"), lambda run, w: (
-        f"{run}<br><sup>parent among the s-1 worst in {int(w['worst_draws'])} of {int(w['draws'])} draws</sup>"))
-    fig, cells = _grid(titles, gap_px=95)
+    cost = layout.by_run(tables["skip_store_cost"]) if "skip_store_cost" in tables else None
+
+    def title(run, w):
+        text = f"{run}<br><sup>parent among the s-1 worst in {int(w['worst_draws'])} of {int(w['draws'])} draws"
+        if cost is not None and run in cost.index and cost.loc[run, "transfers"]:
+            k = cost.loc[run]
+            text += (f"<br>donor in {int(k['from_worst'])} of {int(k['transfers'])} transfers"
+                     f" (−{int(k['positions_lost'])} prefix positions without them)")
+        return text + "</sup>"
+
+    titles = layout.run_titles(runs, tables.get("worst_parents"), title)
+    fig, cells = _grid(titles, gap_px=115)
     low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
         part = table[table["run"].astype(str) == run]
@@ -105,8 +114,9 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
         fig.update_xaxes(title_text="rank λ at insertion (1 = worst)" if (r, c) in low else None, row=r, col=c)
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=r, col=c)
     layout.shared_ytitle(fig, "share of the candidates inserted at rank λ", shift_px=-55)
-    fig.update_layout(title="Rank at insertion against later use as parent or donor", template=layout.TEMPLATE,
-                      barmode="group")
+    fig.update_layout(title="Rank at insertion against later use as parent or donor"
+                      "<br><sup>the bound limits parents only: a donor is any stored model with the longest common prefix</sup>",
+                      template=layout.TEMPLATE, barmode="group")
     layout.top_legend(fig)
     return fig
 

@@ -11,6 +11,13 @@ def _search(args) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("deephyper", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from ..runspec import load_spec
+
+    spec = load_spec(args.spec)
+    if spec["evaluation"]["kind"] == "simulated":  # virtual workers: one process, no mpiexec
+        from .simulated import run_simulated
+
+        return run_simulated(spec, args.out_dir)
     from .driver import run
 
     return run(args.spec, args.out_dir, args.cache_dir)

@@ -8,7 +8,9 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
+from array import array
 from collections import deque
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..trace import CANDIDATES, TENSOR_READS, with_run_metadata
-from .journal import Journal
+from .journal import Journal, JournalError, SearchLock, SearchLocked, changed_keys, fingerprint
 from .regevo import Candidate, RegularizedEvolution, StarvedPopulation
 
 log = logging.getLogger("evotrace.search")
@@ -40,6 +42,55 @@ class Clock:
         return (time.time() if epoch is None else epoch) - self.origin + self.offset
 
 
+class ReadLog:
+    """Each job's tensor reads, packed: a 100k-candidate search makes millions of reads, and a dict per
+    read would hold ~250 bytes each for the whole run. Set and get lists of read dicts per job."""
+
+    _INTS = (("owner_id", "q"), ("position", "h"), ("nbytes", "q"))
+
+    def __init__(self):
+        self._jobs: dict[int, tuple] = {}
+
+    def __setitem__(self, job_id: int, reads: list[dict]) -> None:
+        self._jobs[job_id] = (tuple(sys.intern(r["tensor_id"]) for r in reads),
+                              *(array(code, [r[key] for r in reads]) for key, code in self._INTS),
+                              bytes(bool(r["cache_hit"]) for r in reads))
+
+    def __getitem__(self, job_id: int) -> list[dict]:
+        ids, owners, positions, nbytes, hits = self._jobs[job_id]
+        return [{"tensor_id": t, "owner_id": o, "position": p, "nbytes": b, "cache_hit": bool(h)}
+                for t, o, p, b, h in zip(ids, owners, positions, nbytes, hits)]
+
+    def get(self, job_id: int, default=None):
+        return self[job_id] if job_id in self._jobs else default
+
+    def tensor_ids(self, job_id: int) -> tuple[str, ...]:
+        return self._jobs[job_id][0] if job_id in self._jobs else ()
+
+    def __contains__(self, job_id) -> bool:
+        return job_id in self._jobs
+
+    def __iter__(self):
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def columns(self, jobs: list[int]) -> dict[str, list]:
+        """The read columns of `jobs`, in order, plus a `job_id` column."""
+        cols = {"job_id": [], "tensor_id": [], "owner_id": array("q"), "position": array("h"),
+                "nbytes": array("q"), "cache_hit": []}
+        for job_id in jobs:
+            ids, owners, positions, nbytes, hits = self._jobs[job_id]
+            cols["job_id"] += [job_id] * len(ids)
+            cols["tensor_id"] += ids
+            cols["owner_id"] += owners
+            cols["position"] += positions
+            cols["nbytes"] += nbytes
+            cols["cache_hit"] += [bool(h) for h in hits]
+        return cols
+
+
 class TraceBook:
     """The in-memory trace of one search: creation and completion records, keyed by job_id."""
 
@@ -47,7 +98,7 @@ class TraceBook:
         self.run = run
         self.created: dict[int, dict] = {}
         self.done: dict[int, dict] = {}
-        self.reads: dict[int, list[dict]] = {}
+        self.reads = ReadLog()
 
     def rows(self) -> list[dict]:
         out = []
@@ -55,27 +106,33 @@ class TraceBook:
             c, d = self.created[job_id], self.done[job_id]
             out.append({"run": self.run, **{k: c.get(k) for k in (
                 "job_id", "stage", "arch_seq", "parent_id", "mutation_pos", "population_version",
-                "donor_id", "prefix_len", "submit_time")}, **{k: d.get(k) for k in (
-                "worker", "host", "pid", "start_time", "end_time", "quality", "status", "error", "epochs",
-                "train_seconds", "insert_seq", "n_transferred_tensors", "bytes_read", "bytes_written",
-                "stored", "transfer_seconds", "cache_hits")}})
+                "submit_time")}, **{k: d.get(k) for k in (  # the donor that was used, not the one planned
+                "donor_id", "prefix_len", "worker", "host", "pid", "start_time", "end_time", "quality", "status",
+                "error", "warning", "epochs", "train_seconds", "insert_seq", "n_transferred_tensors",
+                "bytes_read", "bytes_written", "stored", "transfer_seconds", "cache_hits")}})
         return out
 
-    def read_rows(self) -> list[dict]:
-        out = []
-        for job_id in sorted(self.reads):
-            d = self.done[job_id]
-            for r in self.reads[job_id]:
-                out.append({"run": self.run, "job_id": job_id, "worker": d["worker"], "start_time": d["start_time"],
-                            "tensor_id": r["tensor_id"], "owner_id": r["owner_id"], "position": r["position"],
-                            "nbytes": r["nbytes"], "cache_hit": bool(r["cache_hit"])})
-        return out
+    def read_table(self, schema: pa.Schema) -> pa.Table:
+        """The tensor_reads table, built column by column (millions of rows at scale)."""
+        jobs = sorted(j for j in self.reads if j in self.done)
+        cols = self.reads.columns(jobs)
+        job_ids = np.asarray(cols["job_id"], dtype=np.int64)
+        order = np.searchsorted(np.asarray(jobs, dtype=np.int64), job_ids)
+        worker = np.asarray([self.done[j]["worker"] for j in jobs], dtype=np.int32)[order]
+        start = np.asarray([np.nan if self.done[j]["start_time"] is None else self.done[j]["start_time"] for j in jobs])
+        return pa.table({
+            "run": pa.array([self.run] * len(job_ids), pa.string()), "job_id": job_ids, "worker": worker,
+            "start_time": pa.array(start[order], mask=np.isnan(start[order])), "tensor_id": pa.array(cols["tensor_id"], pa.string()),
+            "owner_id": np.frombuffer(cols["owner_id"], dtype=np.int64), "position": np.frombuffer(cols["position"], dtype=np.int16),
+            "nbytes": np.frombuffer(cols["nbytes"], dtype=np.int64), "cache_hit": pa.array(cols["cache_hit"], pa.bool_()),
+        }, schema=schema)
 
     def write(self, out_dir: Path, params: dict, suffix: str = "") -> tuple[Path, Path]:
         """Write both Parquet files atomically (temporary name, then rename)."""
         paths = []
-        for name, schema, rows in (("candidates", CANDIDATES, self.rows()), ("tensor_reads", TENSOR_READS, self.read_rows())):
-            table = pa.Table.from_pylist(rows, schema=with_run_metadata(schema, params))
+        for name, schema in (("candidates", CANDIDATES), ("tensor_reads", TENSOR_READS)):
+            schema = with_run_metadata(schema, params)
+            table = pa.Table.from_pylist(self.rows(), schema=schema) if name == "candidates" else self.read_table(schema)
             path = out_dir / f"{name}{suffix}.parquet"
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             pq.write_table(table, tmp, compression="zstd")
@@ -95,7 +152,7 @@ def _problem(num_choices):
 
 def _make_search_class():
     from deephyper.evaluator.callback import Callback
-    from deephyper.hpo._search import Search
+    from deephyper.hpo._search import Search, SearchHistory
 
     class ResultCatcher(Callback):
         """DeepHyper hands `_tell` only (config, objective): keep each job's metadata for it."""
@@ -108,6 +165,21 @@ def _make_search_class():
             for bulky in ("tensor_popularity", "population_qualities"):  # DeepHyper keeps every job's args
                 job.args.pop(bulky, None)
 
+    class UntoldHistory(SearchHistory):
+        """DeepHyper's history keeps every Job for the whole run; the trace book already holds what
+        matters, so keep only jobs gathered but not told (the last ones, gathered after the loop)."""
+
+        def __init__(self, problem, master):
+            super().__init__(problem)
+            self.m, self.count = master, 0
+
+        def extend(self, jobs):
+            self.count += len(jobs)
+            super().extend([job for job in jobs if int(job.args["job_id"]) not in self.m.book.done])
+
+        def __len__(self):
+            return self.count
+
     class TracedRegularizedEvolution(Search):
         """Algorithm 1 behind DeepHyper's Search interface: `_ask` creates candidates (or re-submits
         those a killed run left unfinished), `_tell` inserts results and records the trace."""
@@ -117,7 +189,9 @@ def _make_search_class():
                              log_dir=str(master.out_dir), checkpoint_history_to_csv=False)
             self.m = master
             self.gather_batch_size = master.spec["search"]["quanta"]
+            self.history = UntoldHistory(self._problem, master)
             self._owed = 0
+            self._running = 0  # DeepHyper's num_jobs_submitted lists every job at each call
 
         def _ask(self, n=1):
             self._owed += n
@@ -133,15 +207,17 @@ def _make_search_class():
                 self._owed -= 1
             if self.m.core.done_creating and not self.m.retry:
                 self._owed = 0
-            running = self._evaluator.num_jobs_submitted - self._evaluator.num_jobs_gathered
-            if not configs and running == 0 and len(self.m.book.done) < self.m.n:
+            self._running += len(configs)
+            if not configs and self._running == 0 and len(self.m.book.done) < self.m.n:
                 raise StarvedPopulation(
-                    f"population has {len(self.m.core.population)} members, stage 2 needs "
-                    f"s={self.m.core.s}, and no candidate is running (too many stage-1 failures?)"
+                    f"population has {len(self.m.core.population)} of p={self.m.p} members, no candidate "
+                    f"can be created and none is running"
                 )
+            self.m.flush()  # in the journal before any of them starts: a resume re-submits them as they were
             return configs
 
         def _tell(self, results):
+            self._running -= len(results)
             for config, objective in results:
                 job_id = int(config["job_id"])
                 self.m.complete(job_id, objective, self.m.catcher.metadata.pop(job_id, {}))
@@ -151,12 +227,15 @@ def _make_search_class():
 
 
 class Master:
-    def __init__(self, spec: dict, out_dir: Path, workers: int):
+    def __init__(self, spec: dict, out_dir: Path, workers: int, clock_offsets: dict | None = None):
+        """`clock_offsets`: {worker rank: (offset_s, round_trip_s)}, each worker's wall clock minus the
+        master's (`estimate_clock_offsets`); worker times are stored on the master's clock."""
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.workers = workers
         s = spec["search"]
         self.n, self.p = s["candidates"], s["population"]
+        self.stage_boundary = s.get("stage_boundary", "wait")
         self.transfer = spec["transfer"]["enabled"]
         self.book = TraceBook(spec["run"])
         self.journal = Journal(self.out_dir / "journal.jsonl")
@@ -166,13 +245,25 @@ class Master:
         self.index = None
         self.best = -np.inf
         self.resumed_from = 0
-        self._resume_or_start()
+        self.clock_offsets = {int(r): tuple(v) for r, v in (clock_offsets or {}).items()}
+        self.lock = SearchLock(self.out_dir / "search.lock")
+        self.lock.acquire()
+        try:
+            self._resume_or_start()
+        except BaseException:
+            self.lock.release()
+            raise
 
     # --- state -------------------------------------------------------------------------------
     def _resume_or_start(self):
         records = self.journal.read() if self.journal.exists() else []
+        if records:
+            self._check_fingerprint(records[0])
+            records = records[1:]
+        self._remove_leftovers(fresh=not records)
         if not records:  # a fresh search: models of an earlier one must not become donors
             shutil.rmtree(self.out_dir / "repository", ignore_errors=True)
+            self.pending.append({"e": "spec", "fingerprint": fingerprint(self.spec)})
         self.popularity = None
         if self.transfer:
             from ..cache import PopularityWindow
@@ -187,13 +278,16 @@ class Master:
         for job_id, d in self.book.done.items():
             self.book.reads[job_id] = d.pop("tensor_reads", [])
         created = len(self.book.created)
-        seed = self.spec["seed"]
-        rng = np.random.default_rng([seed, len(records)] if records else seed)
+        rng = np.random.default_rng(self.spec["seed"])
+        if self.book.created:  # continue the random stream where the last created candidate left it
+            rng.bit_generator.state = self.book.created[max(self.book.created)]["rng"]
         self.core = RegularizedEvolution(self.spec["num_choices"], self.p, self.spec["search"]["sample"], self.n,
-                                         rng, self.spec["search"]["mutation"]["positions"])
+                                         rng, self.spec["search"]["mutation"]["positions"], self.stage_boundary)
         inserted = [(d["insert_seq"], j, self.book.created[j]["arch_seq"], d["quality"])
                     for j, d in self.book.done.items() if d["insert_seq"] is not None]
-        self.core.restore(created, inserted)
+        stage1 = [j for j, c in self.book.created.items() if c["stage"] == 1]
+        self.core.restore(created, inserted, len(stage1),
+                          sum(j in self.book.done and self.book.done[j]["quality"] is None for j in stage1))
         for j in sorted(self.book.created):
             c = self.book.created[j]
             if j not in self.book.done:
@@ -212,12 +306,39 @@ class Master:
                      len(self.book.done), self.n, created, len(self.retry))
         self.started = time.time()
         self.journal.open()
+        self.flush()
+
+    def _check_fingerprint(self, first: dict) -> None:
+        path = self.journal.path
+        if first.get("e") != "spec":
+            raise JournalError(f"{path} has no spec fingerprint (written by an older evotrace?): cannot tell whether "
+                               f"it belongs to this spec. Move it away (and repository/) to start afresh")
+        changed = changed_keys(first["fingerprint"], fingerprint(self.spec))
+        if changed:
+            old, new = first["fingerprint"], fingerprint(self.spec)
+            shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in changed[:10])
+            raise JournalError(
+                f"{path} belongs to a search with another spec ({len(changed)} changed key(s): {shown}). Resuming "
+                f"would mix two searches. Restore the original settings to resume, or delete {path} (and "
+                f"{self.out_dir / 'repository'}) to start afresh; only the number of workers may change")
+
+    def _remove_leftovers(self, fresh: bool) -> None:
+        """Temporary files of writes a killed search left behind: trace writes here, and (on resume)
+        the repository's unpublished files. No writer runs now: the lock is held, the workers wait."""
+        for tmp in self.out_dir.glob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if self.transfer and not fresh and (self.out_dir / "repository").is_dir():
+            from ..repository import ModelRepository
+
+            removed = ModelRepository(self.out_dir / "repository", fsync=False).clean(max_age_s=0)
+            if removed:
+                log.info("removed %d leftover file(s) of interrupted repository writes", len(removed))
 
     def create(self, cand: Candidate) -> dict:
         record = {"e": "c", "job_id": cand.job_id, "stage": cand.stage, "arch_seq": list(cand.arch_seq),
                   "parent_id": cand.parent_id, "mutation_pos": cand.mutation_pos,
                   "population_version": cand.population_version, "donor_id": None, "prefix_len": None,
-                  "submit_time": self.clock()}
+                  "submit_time": self.clock(), "rng": self.core.rng.bit_generator.state}
         if self.index is not None:
             found = self.index.best(cand.arch_seq)
             if found is not None:
@@ -231,7 +352,7 @@ class Master:
         config.update(job_id=record["job_id"], arch_seq=record["arch_seq"], donor_id=record["donor_id"],
                       prefix_len=record["prefix_len"])
         if record["donor_id"] is not None and self.popularity is not None:
-            config["tensor_popularity"] = self.popularity.snapshot()
+            config["tensor_popularity"] = self.popularity.popular_counts()
         if self.transfer and self.spec["transfer"]["skip_store"].get("enabled"):
             config["population_qualities"] = self.core.qualities()
         record["submit_time"] = self.clock()
@@ -242,14 +363,14 @@ class Master:
         quality = float(objective) if ok else None
         created = self.book.created[job_id]
         insert_seq = self.core.complete(job_id, created["arch_seq"], quality)
-        error = meta.get("error")
-        if not ok and not error:
-            error = f"non-finite or failed objective {objective!r}"
+        error = None if ok else meta.get("error") or f"non-finite or failed objective {objective!r}"
         record = {"e": "d", "job_id": job_id, "worker": meta.get("worker", -1), "host": meta.get("host"),
                   "pid": meta.get("pid"),
-                  "start_time": self.clock(meta["start_epoch"]) if "start_epoch" in meta else None,
-                  "end_time": self.clock(meta["end_epoch"]) if "end_epoch" in meta else self.clock(),
+                  "start_time": self._master_time(meta, "start_epoch"),
+                  "end_time": self._master_time(meta, "end_epoch") if "end_epoch" in meta else self.clock(),
                   "quality": quality, "status": "ok" if ok else "failed", "error": error,
+                  "warning": meta.get("warning"), "donor_id": meta.get("donor_id"),
+                  "prefix_len": meta.get("prefix_len"),
                   "epochs": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
                   "insert_seq": insert_seq, "n_transferred_tensors": meta.get("n_transferred_tensors", 0),
                   "bytes_read": meta.get("bytes_read", 0), "bytes_written": meta.get("bytes_written", 0),
@@ -265,14 +386,24 @@ class Master:
                 self.index.add(job_id, created["arch_seq"], quality)
         self._progress()
 
+    def _master_time(self, meta: dict, key: str) -> float | None:
+        """A worker's wall-clock epoch on the master's clock, in seconds since the search started."""
+        if key not in meta:
+            return None
+        offset = self.clock_offsets.get(meta.get("worker"), (0.0, 0.0))[0]
+        return self.clock(meta[key] - offset)
+
     def _observe_reads(self, job_id: int) -> None:
         """The popularity cache policy counts each tensor's donations over the last W candidates."""
         if self.popularity is not None:
-            self.popularity.observe(r["tensor_id"] for r in self.book.reads.get(job_id, []))
+            self.popularity.observe(self.book.reads.tensor_ids(job_id))
 
     def flush(self) -> None:
         if self.tracing:
             self.journal.append(self.pending)
+        for record in self.pending:  # journaled: the generator state and the reads (in book.reads) are not kept twice
+            record.pop("rng", None)
+            record.pop("tensor_reads", None)
         self.pending = []
 
     def _progress(self) -> None:
@@ -293,16 +424,28 @@ class Master:
                 "space": spec["space"], "space_options": spec["space_options"], "num_choices": spec["num_choices"],
                 "dataset": spec["dataset"], "epochs": spec["epochs"], "transfer": self.transfer,
                 "transfer_options": spec["transfer"], "mutation": spec["search"]["mutation"],
-                "quanta": spec["search"]["quanta"], "training": spec["training"],
-                "evaluation": spec["evaluation"], "evotrace_version": __version__}
+                "quanta": spec["search"]["quanta"], "stage_boundary": self.stage_boundary,
+                "training": spec["training"],
+                "evaluation": spec["evaluation"], "evotrace_version": __version__,
+                "clock_offsets": {str(r): {"offset_s": o, "round_trip_s": rtt}
+                                  for r, (o, rtt) in sorted(self.clock_offsets.items())}}
 
     def write(self, suffix: str = "") -> tuple[Path, Path]:
         self.flush()
         return self.book.write(self.out_dir, self.params(), suffix)
 
 
-def run_master(evaluator, spec: dict, out_dir: Path, workers: int) -> int:
-    master = Master(spec, out_dir, workers)
+def run_master(evaluator, spec: dict, out_dir: Path, workers: int, clock_offsets: dict | None = None) -> int:
+    master = Master(spec, out_dir, workers, clock_offsets)
+    if hasattr(evaluator, "attach"):  # a simulated evaluator brings its own (virtual) clock
+        evaluator.attach(master)
+    try:
+        return _search(master, evaluator, out_dir)
+    finally:
+        master.lock.release()
+
+
+def _search(master: Master, evaluator, out_dir: Path) -> int:
     remaining = master.n - len(master.book.done)
 
     def interrupt(signum, _frame):
@@ -327,8 +470,8 @@ def run_master(evaluator, spec: dict, out_dir: Path, workers: int) -> int:
         master.journal.close()
         return 143
     except BaseException:
-        if master.book.done:
-            master.write(".partial")
+        if master.book.done:  # not master.write: the error may be the journal's own (disk full)
+            master.book.write(out_dir, master.params(), ".partial")
         master.journal.close()
         raise
     finally:
@@ -350,10 +493,35 @@ def run_master(evaluator, spec: dict, out_dir: Path, workers: int) -> int:
     return 0
 
 
+def estimate_clock_offsets(comm, skew: float = 0.0, rounds: int = 8) -> dict[int, tuple[float, float]]:
+    """On rank 0: {worker rank: (offset_s, round_trip_s)}, each worker's wall clock minus the master's,
+    from the ping-pong with the lowest round trip. The worker's reading lies within that round trip, so
+    the offset is known within half of it: an offset smaller than that is no evidence of skew (clocks on
+    the master's own node, for one) and is taken as 0. Other ranks answer and return {}. `skew` shifts
+    this rank's clock (a test hook: spec["inject_clock_skew"])."""
+    tag = 71
+    if comm.Get_rank() != 0:
+        for _ in range(rounds):
+            comm.recv(source=0, tag=tag)
+            comm.send(time.time() + skew, dest=0, tag=tag)
+        return {}
+    offsets = {}
+    for rank in range(1, comm.Get_size()):
+        best = None
+        for _ in range(rounds):
+            t0 = time.time()
+            comm.send(None, dest=rank, tag=tag)
+            remote = comm.recv(source=rank, tag=tag)
+            t1 = time.time()
+            if best is None or t1 - t0 < best[1]:
+                best = (remote - (t0 + t1) / 2, t1 - t0)
+        offset, rtt = best
+        offsets[rank] = (0.0 if abs(offset) <= rtt / 2 else offset, rtt)
+    return offsets
+
+
 def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
     """Entry point on every rank: rank 0 runs the search, ranks 1..W train candidates."""
-    from deephyper.evaluator import Evaluator
-    from deephyper.evaluator.storage import MemoryStorage
     from mpi4py import MPI
 
     from ..runspec import load_spec
@@ -377,17 +545,23 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
                  spec["run"], comm.Get_size() - 1, socket.gethostname(), spec["search"]["candidates"],
                  spec["search"]["population"], spec["search"]["sample"])
     comm.Barrier()
-    evaluator = Evaluator.create(
-        evaluate, method="mpicomm",
-        method_kwargs={"storage": MemoryStorage(),
-                       "run_function_kwargs": {"spec_path": spec_path, "cache_dir": cache_dir,
-                                               "repository": str(out / "repository")}},
-    )
+    offsets = estimate_clock_offsets(comm, spec.get("inject_clock_skew", {}).get(str(comm.Get_rank()), 0.0))
+    if offsets:
+        worst = max(offsets.items(), key=lambda kv: abs(kv[1][0]))
+        log.info("worker clocks: largest offset %+.6f s (rank %d), round trips <= %.6f s", worst[1][0], worst[0],
+                 max(rtt for _, rtt in offsets.values()))
+    from .evaluators import lean_mpicomm
+
+    evaluator = lean_mpicomm(evaluate, run_function_kwargs={"spec_path": spec_path, "cache_dir": cache_dir,
+                                                            "repository": str(out / "repository")})
     code = 0
     with evaluator as ev:
         if ev.is_master:
             try:
-                code = run_master(ev, spec, out, comm.Get_size() - 1)
+                code = run_master(ev, spec, out, comm.Get_size() - 1, offsets)
+            except (SearchLocked, JournalError) as err:  # the message says what to do: no traceback
+                log.error("search %s: %s", spec["run"], err)
+                code = 1
             except BaseException:
                 log.exception("search %s failed", spec["run"])
                 code = 1

@@ -7,8 +7,11 @@ import numpy as np
 import pandas as pd
 
 
-def algorithm1_violations(trace: pd.DataFrame, population: int, sample: int, candidates: int | None = None) -> list[str]:
-    """Every way `trace` (one run) departs from Algorithm 1; empty when it follows it exactly."""
+def algorithm1_violations(trace: pd.DataFrame, population: int, sample: int, candidates: int | None = None,
+                          stage_boundary: str = "wait") -> list[str]:
+    """Every way `trace` (one run) departs from Algorithm 1; empty when it follows it exactly. Stage 1 is
+    the first jobs; with the "wait" boundary it holds exactly p successes (plus the failures they
+    replaced), with "random" at least p; every stage-2 tournament samples a full population of p."""
     problems = []
     t = trace.sort_values("job_id").reset_index(drop=True)
     n = len(t)
@@ -17,9 +20,18 @@ def algorithm1_violations(trace: pd.DataFrame, population: int, sample: int, can
     if not (t["job_id"].to_numpy() == np.arange(n)).all():
         problems.append("job_id is not 0..N-1")
     stage1 = t["stage"] == 1
-    if stage1.sum() != min(population, n) or not (t.loc[stage1, "job_id"] < population).all():
-        problems.append(f"{int(stage1.sum())} stage-1 candidates, expected exactly p={population} (jobs 0..p-1)")
     ok = t["status"] == "ok"
+    k1 = int(stage1.sum())
+    if not stage1.iloc[:k1].all():
+        problems.append("stage-1 candidates are not the first jobs")
+    stage1_ok = int((stage1 & ok).sum())
+    if k1 < n:  # stage 2 began: the population was full
+        if stage_boundary == "wait" and stage1_ok != population:
+            problems.append(f"{stage1_ok} successful stage-1 candidates, expected exactly p={population}")
+        elif stage1_ok < population:
+            problems.append(f"{stage1_ok} successful stage-1 candidates, expected at least p={population}")
+    elif stage_boundary == "wait" and stage1_ok > population:
+        problems.append(f"{stage1_ok} successful stage-1 candidates, expected at most p={population}")
     if t.loc[~ok, "insert_seq"].notna().any():
         problems.append("a failed candidate entered the population")
     seqs = t.loc[ok, "insert_seq"].dropna().astype(int).sort_values().to_numpy()
@@ -42,7 +54,10 @@ def algorithm1_violations(trace: pd.DataFrame, population: int, sample: int, can
         if diff.tolist() != [int(row.mutation_pos)]:
             problems.append(f"{where}: differs from parent {parent} at {diff.tolist()}, mutation_pos {int(row.mutation_pos)}")
         version = int(row.population_version)
-        lo = max(0, version - population)
+        if version < population:
+            problems.append(f"{where}: sampled from a population of {version} < p={population} members")
+            continue
+        lo = version - population
         pi = insert_of.at[parent]
         if not lo <= pi < version:
             problems.append(f"{where}: parent insert_seq {pi} outside the population [{lo}, {version})")

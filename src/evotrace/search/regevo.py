@@ -1,16 +1,17 @@
 """Algorithm 1 of the study (parallel regularized evolution), free of MPI and clocks.
 
 The driver decides where and when candidates run; this object only decides what runs next and keeps
-the population. It follows Algorithm 1 exactly where DeepHyper's stock search does not: exactly p
-random candidates whatever the number of workers, a mutation always changes the value at its
-position, the parent, position and population version of every child are kept, and a failed
-candidate never enters the population.
+the population. It follows Algorithm 1 exactly where DeepHyper's stock search does not: a mutation
+always changes the value at its position, the parent, position and population version of every child
+are kept, a failed candidate never enters the population, and every tournament samples s of exactly p
+members (Section IV: "there are always p candidates in the population in stage 2 when sampling").
 
-Stage 2 may start before all p stage-1 results are back (asynchronous workers): a child is then
-drawn from the members inserted so far. A child is only created once the population holds at least
-s members, so the tournament always compares s distinct members; until then a free worker waits for
-the next result. If nothing is running and fewer than s members exist (almost every stage-1
-candidate failed), the search cannot continue and `StarvedPopulation` is raised."""
+Stage 2 starts only once p results are in. Until then the stage boundary decides what a free worker
+gets (`search.stage_boundary`):
+  "wait"    nothing: exactly p stage-1 candidates are running or done at any time, and a failed one is
+            replaced by another random candidate, so stage 1 ends with p successes plus its failures;
+  "random"  another random candidate, as DeepHyper's RegularizedEvolution does (about p + W - 1 random
+            candidates with W workers)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from typing import Sequence
 import numpy as np
 
 
+BOUNDARIES = ("wait", "random")
+
+
 class StarvedPopulation(RuntimeError):
-    """Stage 2 needs s population members, and no running candidate can provide them."""
+    """No candidate can be created now (the population is not full yet) and none is running."""
 
 
 @dataclass
@@ -68,6 +72,7 @@ class RegularizedEvolution:
         candidates: int,
         rng: np.random.Generator,
         positions="uniform",
+        stage_boundary: str = "wait",
     ):
         if not 2 <= sample < population < candidates:
             raise ValueError(
@@ -76,31 +81,44 @@ class RegularizedEvolution:
         self.num_choices = [int(n) for n in num_choices]
         if any(n < 2 for n in self.num_choices):
             raise ValueError("every variable node needs at least 2 choices to be mutated")
+        if stage_boundary not in BOUNDARIES:
+            raise ValueError(f"search.stage_boundary must be one of {BOUNDARIES}, got {stage_boundary!r}")
         self.p, self.s, self.n = population, sample, candidates
+        self.boundary = stage_boundary
         self.rng = rng
         self.weights = position_weights(positions, len(self.num_choices))
         self.population: deque[Member] = deque()
         self.created = 0
         self.inserted = 0
+        self.stage1_created = 0  # stage-1 candidates are job ids 0..stage1_created-1
+        self.stage1_failed = 0
 
     @property
     def done_creating(self) -> bool:
         return self.created >= self.n
 
+    @property
+    def population_full(self) -> bool:
+        return self.inserted >= self.p
+
     def can_create(self) -> bool:
         if self.done_creating:
             return False
-        return self.created < self.p or len(self.population) >= self.s
+        if self.population_full or self.boundary == "random":
+            return True
+        return self.stage1_created - self.stage1_failed < self.p  # replace stage-1 failures only
 
     def create(self) -> Candidate:
         if not self.can_create():
             raise StarvedPopulation(
-                f"cannot create candidate {self.created}: population has {len(self.population)} members, "
-                f"stage 2 needs s={self.s}"
+                f"cannot create candidate {self.created}: the population has {len(self.population)} of "
+                f"p={self.p} members and {self.stage1_created - self.stage1_failed - self.inserted} "
+                f"stage-1 candidates are running"
             )
         job_id = self.created
         self.created += 1
-        if job_id < self.p:
+        if not self.population_full:
+            self.stage1_created += 1
             seq = tuple(int(self.rng.integers(0, n)) for n in self.num_choices)
             return Candidate(job_id, 1, seq, self.inserted)
         picks = self.rng.choice(len(self.population), size=self.s, replace=False)
@@ -115,6 +133,8 @@ class RegularizedEvolution:
     def complete(self, job_id: int, arch_seq: Sequence[int], quality: float | None) -> int | None:
         """Insert a finished candidate; return its insert_seq, or None for a failure (never inserted)."""
         if quality is None or not np.isfinite(quality):
+            if job_id < self.stage1_created:
+                self.stage1_failed += 1
             return None
         member = Member(self.inserted, job_id, float(quality), tuple(arch_seq))
         self.inserted += 1
@@ -123,10 +143,13 @@ class RegularizedEvolution:
             self.population.popleft()
         return member.insert_seq
 
-    def restore(self, created: int, inserted: list[tuple[int, int, Sequence[int], float]]) -> None:
-        """Rebuild the state of a resumed search from its trace: `created` candidates so far and the
-        (insert_seq, job_id, arch_seq, quality) of every inserted one."""
+    def restore(self, created: int, inserted: list[tuple[int, int, Sequence[int], float]],
+                stage1_created: int, stage1_failed: int) -> None:
+        """Rebuild the state of a resumed search from its trace: `created` candidates so far, the
+        (insert_seq, job_id, arch_seq, quality) of every inserted one, the stage-1 candidates created
+        and the failed ones among them."""
         self.created = created
+        self.stage1_created, self.stage1_failed = stage1_created, stage1_failed
         self.population.clear()
         ordered = sorted(inserted)
         if [r[0] for r in ordered] != list(range(len(ordered))):

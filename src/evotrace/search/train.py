@@ -76,17 +76,23 @@ def score(model, x, y, quality: str, batch: int = 1024) -> float:
     if quality == "val_auc":
         from sklearn.metrics import roc_auc_score
 
-        probs = torch.softmax(logits, 1)[:, 1].cpu().numpy()
-        return float(roc_auc_score(y.cpu().numpy(), probs))
+        probs = torch.softmax(logits.double(), 1).cpu().numpy()
+        if probs.shape[1] == 2:
+            return float(roc_auc_score(y.cpu().numpy(), probs[:, 1]))
+        # several classes: the mean one-vs-rest AUC, as fine-grained as the binary one
+        return float(roc_auc_score(y.cpu().numpy(), probs / probs.sum(1, keepdims=True), multi_class="ovr",
+                                   labels=np.arange(probs.shape[1])))
     raise ValueError(f"unknown quality {quality!r}")
 
 
 def train_candidate(model, data, epochs: int, cfg: dict, device, seed: int) -> TrainResult:
-    """Train the tensors that require gradients for `epochs` and score on the validation split.
+    """Train the tensors that require gradients for `epochs` (0 when none does) and score on the validation split.
     `data` holds x_train, y_train, x_val, y_val tensors on `device`."""
     generator = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     model.to(device)
+    if not any(p.requires_grad for p in model.parameters()):
+        epochs = 0  # everything was inherited and frozen: nothing trains
     loss = _epochs(model, data["x_train"], data["y_train"], epochs, cfg, generator)
     quality = score(model, data["x_val"], data["y_val"], cfg.get("quality", "val_accuracy"))
     if device.type == "cuda":

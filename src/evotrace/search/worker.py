@@ -4,6 +4,7 @@ an "F_..." objective (DeepHyper aborts the whole search on a worker exception) w
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -11,6 +12,9 @@ import traceback
 
 import numpy as np
 
+from ..durable import warn_once
+
+log = logging.getLogger("evotrace.worker")
 _STATE: dict = {}
 
 
@@ -31,8 +35,9 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
     from ..runspec import load_spec
 
     spec = load_spec(spec_path)
-    state = {"spec_path": spec_path, "spec": spec, "rank": MPI.COMM_WORLD.Get_rank(),
-             "host": socket.gethostname(), "pid": os.getpid()}
+    rank = MPI.COMM_WORLD.Get_rank()
+    state = {"spec_path": spec_path, "spec": spec, "rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
+             "clock_skew": float(spec.get("inject_clock_skew", {}).get(str(rank), 0.0))}
     if spec["evaluation"]["kind"] == "train":
         import torch
 
@@ -57,22 +62,28 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
         state["repository"] = ModelRepository(repository)
         cache_cfg = spec["transfer"]["cache"]
         directory = os.path.join(cache_dir or os.environ.get("TMPDIR", "/tmp"), f"evotrace-cache-{spec['study']}-{spec['run']}-r{state['rank']}")
-        state["cache"] = TensorCache(
-            directory, int(cache_cfg.get("capacity_mb", 64) * 2**20), cache_cfg.get("policy", "popularity"),
-            k=cache_cfg.get("min_donations", 5), window=cache_cfg.get("window") or spec["search"]["population"],
-        )
+        try:
+            state["cache"] = TensorCache(
+                directory, int(cache_cfg.get("capacity_mb", 64) * 2**20), cache_cfg.get("policy", "popularity"),
+                k=cache_cfg.get("min_donations", 5), window=cache_cfg.get("window") or spec["search"]["population"],
+            )
+        except OSError as err:  # the cache is an optimisation: go on without it
+            warn_once(log, ("cache", err.errno), "rank %d: no tensor cache in %s (%s)", rank, directory, err)
     _STATE.clear()
     _STATE.update(state)
     return _STATE
 
 
 def _injected_failure(spec: dict, job_id: int) -> str | None:
-    """Test hook (spec["inject_failures"]): fail a seeded fraction of jobs, or make given jobs diverge."""
+    """Test hook (spec["inject_failures"]): fail a seeded fraction of jobs, make given jobs diverge, or give
+    them a model too large for any device (bench/gpu_check.py)."""
     inject = spec.get("inject_failures")
     if not inject:
         return None
     if job_id in inject.get("nan_jobs", []):
         return "nan"
+    if job_id in inject.get("oversized_jobs", []):
+        return "oversized"
     rng = np.random.default_rng([spec["seed"], job_id, 7])
     return "raise" if rng.random() < inject.get("rate", 0.0) else None
 
@@ -81,12 +92,12 @@ def evaluate(job, spec_path: str, cache_dir: str | None = None, repository: str 
     start = time.time()
     params = job.parameters
     meta = {"job_id": params["job_id"], "start_epoch": start, "worker": -1, "host": "", "pid": os.getpid(),
-            "error": None, "epochs": 0, "train_seconds": None, "tensor_reads": [], "bytes_read": 0,
-            "bytes_written": 0, "stored": False, "transfer_seconds": 0.0, "cache_hits": 0,
-            "n_transferred_tensors": 0}
+            "error": None, "warning": None, "epochs": 0, "train_seconds": None, "tensor_reads": [],
+            "bytes_read": 0, "bytes_written": 0, "stored": False, "transfer_seconds": 0.0, "cache_hits": 0,
+            "n_transferred_tensors": 0, "donor_id": None, "prefix_len": None}
     try:
         state = worker_state(spec_path, cache_dir, repository)
-        meta.update(worker=state["rank"], host=state["host"], pid=state["pid"])
+        meta.update(worker=state["rank"], host=state["host"], pid=state["pid"], start_epoch=start + state["clock_skew"])
         quality = _run(state, params, meta)
         objective = quality
     except BaseException as err:  # noqa: BLE001 - a worker must report, never abort the search
@@ -96,7 +107,7 @@ def evaluate(job, spec_path: str, cache_dir: str | None = None, repository: str 
         meta["traceback"] = traceback.format_exc(limit=6)
         objective = "F_" + type(err).__name__
         _release_device_memory()
-    meta["end_epoch"] = time.time()
+    meta["end_epoch"] = time.time() + _STATE.get("clock_skew", 0.0)
     return {"objective": objective, "metadata": meta}
 
 
@@ -132,6 +143,8 @@ def _run(state: dict, params: dict, meta: dict) -> float:
     transferred = None
     if spec["transfer"]["enabled"] and params.get("donor_id") is not None:
         transferred = _transfer(state, model, seq, params, meta)
+    if injected == "oversized":  # 1 TiB of buffer: the device's allocator must refuse it
+        model.register_buffer("ballast", torch.empty(2**40, dtype=torch.uint8, device=state["device"]))
     if injected == "nan":
         with torch.no_grad():
             next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
@@ -139,7 +152,7 @@ def _run(state: dict, params: dict, meta: dict) -> float:
     epochs, seconds = result.epochs, result.train_seconds
     inherited = transferred.inherited if transferred is not None else {}
     fine_tune = spec["transfer"]["fine_tune_epochs"]
-    if transferred is not None and fine_tune:
+    if transferred is not None and fine_tune:  # only a child that inherited tensors has any to unfreeze
         for hook in transferred.bn_hooks:
             hook.remove()
         for p in model.parameters():
@@ -168,16 +181,20 @@ def _transfer(state, model, seq, params, meta):
             cache=cache, positions=state["space"].tensor_positions(seq, model), donor_id=params["donor_id"],
         )
     except (CorruptTensor, FileNotFoundError, KeyError) as err:
-        meta["error"] = f"transfer skipped, trained from scratch: {type(err).__name__}: {err}"
+        meta["warning"] = f"transfer skipped, trained from scratch: {type(err).__name__}: {err}"
         meta["transfer_seconds"] = time.perf_counter() - t0
         return None
     meta["tensor_reads"] = result.read_rows()
     meta.update({k: v for k, v in result.summary().items() if k not in ("donor_id", "prefix_len")})
+    if not result.transferred:  # no tensor of the donor fits the child: no transfer happened
+        return None
+    meta.update(donor_id=int(params["donor_id"]), prefix_len=int(params["prefix_len"]))
     return result
 
 
 def _store(state, model, seq, quality, params, inherited, meta) -> None:
-    """Store the trained model unless the skip-store rule (Section V-C) says it will never be a donor.
+    """Store the trained model unless the skip-store rule (Section V-C) says it will (almost) never be a
+    parent; such a model could still have been a donor, which skipping gives up.
     The worker ranks the candidate against the population the master sent with the job: its rank at
     insertion is only known later, on the master."""
     from ..repository import ModelExists
@@ -193,10 +210,16 @@ def _store(state, model, seq, quality, params, inherited, meta) -> None:
             return
     repo = state["repository"]
     try:
-        put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
-    except ModelExists:
-        # a re-submitted candidate of a resumed search: the earlier attempt's model was never
-        # announced to the master, so no other model refers to it
-        repo.delete(params["job_id"])
-        put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
+        try:
+            put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
+        except ModelExists:
+            # a re-submitted candidate of a resumed search: the earlier attempt's model was never
+            # announced to the master, so no other model refers to it
+            repo.discard(params["job_id"])
+            put = repo.put(params["job_id"], list(seq), quality, model.state_dict(), inherited)
+    except OSError as err:  # disk full, quota: the candidate trained fine, it just cannot be a donor
+        meta["warning"] = "; ".join(filter(None, (meta.get("warning"), f"not stored: {type(err).__name__}: {err}")))
+        warn_once(log, ("store", err.errno), "rank %d: cannot store models in %s (%s); candidates keep their "
+                  "quality but cannot become donors", state["rank"], repo.root, err)
+        return
     meta.update(stored=True, bytes_written=int(put.bytes_written))

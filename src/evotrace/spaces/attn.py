@@ -136,6 +136,31 @@ class AttnSpace(SearchSpace):
     def _build(self, seq):
         return AttnNetwork(seq, self.input_blocks, self.dense, self.num_classes)
 
+    def _tensor_shapes(self, seq):
+        shapes = {}
+        n = len(SUBGRAPH)
+
+        def subgraph(prefix, choices, width):
+            anchors = [width]
+            for k in range(LAYERS):
+                spec = self.dense[choices[_DENSE_AT[k]]]
+                if spec is not None:
+                    shapes[f"{prefix}.layers.{k}.dense.0.weight"] = ((spec[0], width), 4)
+                    shapes[f"{prefix}.layers.{k}.dense.0.bias"] = ((spec[0],), 4)
+                    width = spec[0]
+                for j, off in enumerate(_SKIP_AT[k]):
+                    if choices[off] == 1 and anchors[j] != width:
+                        shapes[f"{prefix}.layers.{k}.proj.{j}.weight"] = ((width, anchors[j]), 4)
+                        shapes[f"{prefix}.layers.{k}.proj.{j}.bias"] = ((width,), 4)
+                anchors.append(width)
+            return width
+
+        merged = sum(subgraph(f"blocks.{b}", seq[b * n:(b + 1) * n], w) for b, w in enumerate(self.input_blocks))
+        width = subgraph("merge", seq[-n:], merged)
+        shapes["output.weight"] = ((self.num_classes, width), 4)
+        shapes["output.bias"] = ((self.num_classes,), 4)
+        return shapes
+
     def _tensor_positions(self, seq, names):
         """A tensor created at position q depends on its sub-graph's positions up to q; merge and output
         tensors also depend on every input sub-graph."""

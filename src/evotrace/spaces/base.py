@@ -81,6 +81,20 @@ class SearchSpace(ABC):
         seq = self.validate(seq)
         return self._tensor_positions(seq, list((model or self._build(seq)).state_dict()))
 
+    def _tensor_shapes(self, seq: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], int]]:
+        """Every state_dict entry of build(seq), in order, as name -> (shape, bytes per element),
+        computed without building the model (the simulator needs it for every candidate)."""
+        raise NotImplementedError(f"space {self.name!r} cannot describe its tensors without building them")
+
+    def tensor_layout(self, seq: Sequence[int]) -> list[tuple[str, int, int]]:
+        """(name, largest position the tensor depends on or -1, nbytes) for every state_dict entry of
+        build(seq), without building it: what a simulated worker reads, trains and stores."""
+        seq = self.validate(seq)
+        shapes = self._tensor_shapes(seq)
+        positions = self._tensor_positions(seq, list(shapes))
+        return [(name, max(positions[name], default=-1), math.prod(shape) * itemsize)
+                for name, (shape, itemsize) in shapes.items()]
+
     def describe(self) -> dict:
         return {
             "space": self.name,

@@ -124,6 +124,39 @@ class NB201Space(SearchSpace):
     def _build(self, seq):
         return NB201Network(seq, self.C, self.N, self.input_shape[0], self.num_classes)
 
+    def _tensor_shapes(self, seq):
+        shapes = {}
+
+        def bn(prefix, c):
+            shapes.update({f"{prefix}.weight": ((c,), 4), f"{prefix}.bias": ((c,), 4),
+                           f"{prefix}.running_mean": ((c,), 4), f"{prefix}.running_var": ((c,), 4),
+                           f"{prefix}.num_batches_tracked": ((), 8)})
+
+        def relu_conv_bn(prefix, c_in, c_out, kernel):
+            shapes[f"{prefix}.conv.weight"] = ((c_out, c_in, kernel, kernel), 4)
+            bn(f"{prefix}.bn", c_out)
+
+        c = self.C
+        shapes["stem.0.weight"] = ((c, self.input_shape[0], 3, 3), 4)
+        bn("stem.1", c)
+        index = 0
+        for stage in range(3):
+            if stage > 0:
+                relu_conv_bn(f"cells.{index}.conv_a", c, 2 * c, 3)
+                relu_conv_bn(f"cells.{index}.conv_b", 2 * c, 2 * c, 3)
+                shapes[f"cells.{index}.shortcut.1.weight"] = ((2 * c, c, 1, 1), 4)
+                c *= 2
+                index += 1
+            for _ in range(self.N):
+                for pos, choice in enumerate(seq):
+                    if OPS[choice] in ("nor_conv_1x1", "nor_conv_3x3"):
+                        relu_conv_bn(f"cells.{index}.edges.{pos}", c, c, 1 if OPS[choice] == "nor_conv_1x1" else 3)
+                index += 1
+        bn("lastact.0", c)
+        shapes["classifier.weight"] = ((self.num_classes, c), 4)
+        shapes["classifier.bias"] = ((self.num_classes,), 4)
+        return shapes
+
     def _tensor_positions(self, seq, names):
         everything = frozenset(range(len(EDGES)))
         positions = {}

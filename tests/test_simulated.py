@@ -1,0 +1,171 @@
+"""The simulated evaluator drives the real master: Algorithm 1 at any W, the same traces as a real run,
+and master-side memory per job that does not depend on N."""
+
+import json
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from evotrace.cli import main
+from evotrace.search.driver import run_master
+from evotrace.search.evaluators import SimulatedEvaluator
+from evotrace.search.invariants import algorithm1_violations
+from evotrace.search.models import Layouts, ModelError, make_model
+from evotrace.search.regevo import RegularizedEvolution
+from evotrace.search.simulated import SimulatedWorkers, run_simulated, simulation_spec
+from evotrace.spaces import make_space
+
+NB201 = {"C": 4, "N": 1, "input_shape": [1, 8, 8]}
+
+
+def spec_for(n, p, s, w, seed=3, transfer=True, **kw):
+    return simulation_spec("nb201", NB201, n, p, s, w, seed, transfer=transfer, **kw)
+
+
+@pytest.mark.parametrize("workers,n", [(1, 200), (8, 400), (39, 800), (1000, 2500)])
+def test_simulated_traces_follow_algorithm1(tmp_path, workers, n):
+    spec = spec_for(n, 50, 5, workers)
+    assert run_simulated(spec, tmp_path) == 0
+    trace = pd.read_parquet(tmp_path / "candidates.parquet")
+    assert algorithm1_violations(trace, 50, 5, n) == []
+    assert trace["worker"].nunique() == min(workers, n)
+    meta = json.loads(pq.read_schema(tmp_path / "candidates.parquet").metadata[b"evotrace"])
+    assert meta["evaluation"]["kind"] == "simulated" and meta["evaluation"]["model"] == "synthetic"
+    assert meta["evaluation"]["parameters"]["model"] == "synthetic" and meta["workers"] == workers
+    # at most W candidates run at any virtual time
+    events = np.concatenate([np.c_[trace["start_time"], np.ones(n)], np.c_[trace["end_time"], -np.ones(n)]])
+    events = events[np.lexsort((events[:, 1], events[:, 0]))]
+    assert np.cumsum(events[:, 1]).max() <= workers
+
+
+def test_one_worker_equals_sequential_algorithm1(tmp_path):
+    """W=1: each result is back before the next candidate is created, so the master must produce
+    exactly what a plain loop over Algorithm 1 produces with the same seed and quality model."""
+    n, p, s, seed = 400, 30, 4, 11
+    spec = spec_for(n, p, s, 1, seed=seed)
+    assert run_simulated(spec, tmp_path) == 0
+    trace = pd.read_parquet(tmp_path / "candidates.parquet").sort_values("job_id")
+
+    space = make_space("nb201", **spec["space_options"])
+    model = make_model("synthetic", space, seed)
+    core = RegularizedEvolution(spec["num_choices"], p, s, n, np.random.default_rng(seed))
+    rows = []
+    while not core.done_creating:
+        c = core.create()
+        quality, _ = model.outcome(c.job_id, c.arch_seq, None)
+        core.complete(c.job_id, c.arch_seq, quality)
+        rows.append((c.job_id, list(c.arch_seq), c.parent_id, c.mutation_pos, quality))
+    assert [list(a) for a in trace["arch_seq"]] == [r[1] for r in rows]
+    assert trace["parent_id"].astype("Int64").tolist() == [pd.NA if r[2] is None else r[2] for r in rows]
+    assert trace["quality"].tolist() == [r[4] for r in rows]
+    assert trace["population_version"].tolist() == list(range(n))
+
+
+def test_tensor_reads_name_the_real_tensors(tmp_path):
+    spec = spec_for(400, 30, 4, 8)
+    run_simulated(spec, tmp_path)
+    trace = pd.read_parquet(tmp_path / "candidates.parquet").set_index("job_id")
+    reads = pd.read_parquet(tmp_path / "tensor_reads.parquet")
+    assert len(reads) > 0
+    space = make_space("nb201", **spec["space_options"])
+    for job_id, group in list(reads.groupby("job_id"))[:40]:
+        row = trace.loc[job_id]
+        state = space.build(row["arch_seq"].tolist()).state_dict()
+        positions = space.tensor_positions(row["arch_seq"].tolist())
+        names = [t.split("/", 1)[1] for t in group["tensor_id"]]
+        expected = [n for n in state if all(q < row["prefix_len"] for q in positions[n])]
+        assert names == expected
+        assert group["nbytes"].tolist() == [state[n].nbytes for n in names]
+        # a tensor keeps its identity along the lineage: the donor holds the same id
+        assert (group["owner_id"] <= row["donor_id"]).all()
+        assert row["n_transferred_tensors"] == len(group)
+        assert row["bytes_read"] == group.loc[~group["cache_hit"], "nbytes"].sum()
+
+
+def _retained_per_row(tmp_path, n, workers=32):
+    """Bytes the master and evaluator hold, when the last result is gathered, per trace row (candidates
+    and tensor reads: a converging search reads longer prefixes, so reads per job grow with N)."""
+    spec = spec_for(n, 50, 5, workers)
+    spec["transfer"]["cache"].update(policy="popularity", min_donations=2)
+    held = {}
+
+    class Probe(SimulatedEvaluator):
+        def gather(self, type, size=1):
+            done = super().gather(type, size)
+            if self.num_jobs_gathered == n:
+                held.update(self.held(), bytes=tracemalloc.get_traced_memory()[0])
+            return done
+
+    tracemalloc.start()
+    try:
+        evaluator = Probe(SimulatedWorkers(spec), num_workers=workers)
+        base = tracemalloc.get_traced_memory()[0]
+        assert run_master(evaluator, spec, tmp_path / str(n), workers) == 0
+    finally:
+        tracemalloc.stop()
+    rows = n + len(pd.read_parquet(tmp_path / str(n) / "tensor_reads.parquet", columns=["job_id"]))
+    return (held["bytes"] - base) / rows, held
+
+
+def test_retained_memory_per_job_does_not_grow_with_n(tmp_path):
+    small, held_small = _retained_per_row(tmp_path, 200)
+    large, held_large = _retained_per_row(tmp_path, 800)
+    # DeepHyper's storage kept every job (arguments, metadata) and listed them all at every count
+    assert held_large["storage_jobs"] <= 32 and held_large["jobs"] <= 32
+    assert large <= 1.2 * small, (small, large)
+
+
+def test_simulate_command_writes_a_trace_like_a_real_run(tmp_path):
+    out = tmp_path / "sim"
+    code = main(["simulate", "--space", "attn", "--space-option", "input_blocks=[6,4]",
+                 "--space-option", "widths=[4,12,4]", "--candidates", "300", "--population", "30", "--sample", "4",
+                 "--workers", "16", "--seed", "2", "--quanta", "2", "--out", str(out)])
+    assert code == 0
+    trace = pd.read_parquet(out / "candidates.parquet")
+    assert algorithm1_violations(trace, 30, 4, 300) == []
+    meta = json.loads(pq.read_schema(out / "candidates.parquet").metadata[b"evotrace"])
+    assert (meta["space"], meta["candidates"], meta["workers"], meta["quanta"]) == ("attn", 300, 16, 2)
+    assert pd.read_parquet(out / "tensor_reads.parquet")["tensor_id"].str.contains("/blocks.").any()
+
+
+def test_no_transfer_and_bad_input(tmp_path, capsys):
+    out = tmp_path / "nt"
+    assert main(["simulate", "--space", "nb201", "--space-option", "C=4", "--candidates", "100", "--population", "20",
+                 "--sample", "3", "--workers", "4", "--seed", "1", "--no-transfer", "--out", str(out)]) == 0
+    assert len(pd.read_parquet(out / "tensor_reads.parquet")) == 0
+    assert pd.read_parquet(out / "candidates.parquet")["donor_id"].isna().all()
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["simulate", "--space", "nb201", "--space-option", "C", "--candidates", "100", "--population", "20",
+              "--sample", "3", "--workers", "4", "--seed", "1", "--out", str(out)])
+    with pytest.raises(SystemExit, match="sample < population < candidates"):
+        main(["simulate", "--space", "nb201", "--candidates", "10", "--population", "20",
+              "--sample", "3", "--workers", "4", "--seed", "1", "--out", str(out)])
+    with pytest.raises(SystemExit, match="unknown simulation model"):
+        main(["simulate", "--space", "nb201", "--candidates", "100", "--population", "20", "--sample", "3",
+              "--workers", "4", "--seed", "1", "--model", "gaussian", "--out", str(out)])
+
+
+def test_fitted_model_learns_from_a_trace(tmp_path):
+    """A model fitted on a synthetic trace recovers its ordering of choices and its time scale."""
+    spec = spec_for(1500, 50, 5, 16, seed=4)
+    run_simulated(spec, tmp_path / "src")
+    space = make_space("nb201", **spec["space_options"])
+    layouts = Layouts(space)
+    truth = make_model("synthetic", space, 4, layouts)
+    fitted = make_model(f"fitted:{tmp_path / 'src' / 'candidates.parquet'}", space, 4, layouts)
+    rng = np.random.default_rng(0)
+    seqs = [space.sample(rng) for _ in range(200)]
+    true_q = [truth.outcome(i, s, None)[0] for i, s in enumerate(seqs)]
+    fit_q = [fitted.outcome(i, s, None)[0] for i, s in enumerate(seqs)]
+    assert np.corrcoef(true_q, fit_q)[0, 1] > 0.7
+    true_t = np.median([truth.outcome(i, s, None)[1] for i, s in enumerate(seqs)])
+    fit_t = np.median([fitted.outcome(i, s, None)[1] for i, s in enumerate(seqs)])
+    assert 0.7 < fit_t / true_t < 1.4
+    other = make_space("attn", input_blocks=[6, 4], widths=[4, 12, 4])
+    with pytest.raises(ModelError, match="simulated space"):
+        make_model(f"fitted:{tmp_path / 'src' / 'candidates.parquet'}", other, 4)
+    with pytest.raises(ModelError, match="no such file"):
+        make_model(f"fitted:{tmp_path / 'missing.parquet'}", space, 4)
