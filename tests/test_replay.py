@@ -204,14 +204,18 @@ def test_donation_counts_see_the_last_p_completed_candidates_at_submission():
     assert counts.tolist() == [0, 0, 0, 1, 3, 1, 2]
 
 
+# (job_id, worker, submit, start, end, tensors read): worker 1 reads A B A C A B, worker 2 reads A B
+TWO_WORKERS = [
+    (0, 1, 0.0, 0.0, 1.0, ["A", "B"]),
+    (1, 2, 0.0, 0.0, 1.5, ["A"]),
+    (2, 1, 1.0, 1.0, 2.0, ["A", "C"]),
+    (3, 2, 1.5, 1.5, 2.5, ["B"]),
+    (4, 1, 2.0, 2.0, 3.0, ["A", "B"]),
+]
+
+
 def test_cache_replay_table_on_a_hand_made_trace():
-    cands, reads = trace([
-        (0, 1, 0.0, 0.0, 1.0, ["A", "B"]),
-        (1, 2, 0.0, 0.0, 1.5, ["A"]),
-        (2, 1, 1.0, 1.0, 2.0, ["A", "C"]),
-        (3, 2, 1.5, 1.5, 2.5, ["B"]),
-        (4, 1, 2.0, 2.0, 3.0, ["A", "B"]),
-    ])
+    cands, reads = trace(TWO_WORKERS)
     table = rq5.cache_replay(cands, reads, PARAMS)
     assert list(table.columns) == rq5.COLUMNS
     assert len(table) == 2 * len(POLICIES) * 2
@@ -234,13 +238,7 @@ def test_cache_replay_table_on_a_hand_made_trace():
 def test_figure_draws_the_optimum_on_top_and_the_finding_quotes_the_table(tmp_path, via_csv):
     from evotrace.figures import rq5 as fig5
 
-    cands, reads = trace([
-        (0, 1, 0.0, 0.0, 1.0, ["A", "B"]),
-        (1, 2, 0.0, 0.0, 1.5, ["A"]),
-        (2, 1, 1.0, 1.0, 2.0, ["A", "C"]),
-        (3, 2, 1.5, 1.5, 2.5, ["B"]),
-        (4, 1, 2.0, 2.0, 3.0, ["A", "B"]),
-    ])
+    cands, reads = trace(TWO_WORKERS)
     analysis = dict(ANALYSIS, cache_replay={"capacities": [0.25, 0.5, 1.0], "node_workers": 2})
     params = dict(PARAMS, analysis=analysis)
     tables = via_csv({"cache_replay": rq5.cache_replay(cands, reads, params)}, tmp_path)
