@@ -14,6 +14,8 @@ FAKE_PBS_QSUB=down:N, FAKE_PBS_QDEL=down:N  the first N qsub (qdel) calls find t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -80,19 +82,26 @@ def save(job: dict) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def server_lock(name: str = "server.lock"):
+    """The server's one writer at a time: the cancel's qdel and the sidecar's qdel of one Ctrl-C race the
+    job's own supervisor, and an unlocked read-modify-write would put a finished job back to R."""
+    with open(state_dir() / name, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield fh
+
+
 def update(jobid: str, **fields) -> dict:
-    job = load(jobid) or {}
-    job.update(fields)
-    save(job)
-    return job
+    with server_lock():
+        job = load(jobid) or {}
+        job.update(fields)
+        save(job)
+        return job
 
 
 def next_seq() -> int:
     """A counter under an exclusive lock: parallel qsubs must not share an id."""
-    import fcntl
-
-    with open(state_dir() / "seq.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with server_lock("seq.lock") as fh:
         fh.seek(0)
         seq = int(fh.read().strip() or 1000) + 1
         fh.seek(0)
