@@ -35,6 +35,15 @@ def problem(num_choices) -> HpProblem:
     return out
 
 
+class Arguments(dict):
+    """A job's arguments. DeepHyper deep-copies them twice per job (when the Job is made, and when the
+    search unpacks it to tell results), O(size of the popularity snapshot) each; nothing changes them
+    after submission, so the copies are this one dict."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _recent_history(history):
     """A Search's history that keeps only the last gathered batch (DeepHyper keeps every Job for the
     whole run and turns them all into a DataFrame at the end: O(N) memory and time). The master's
@@ -79,7 +88,7 @@ class TracedSearch(Search):
                 record = self.m.create(self.m.core.create())
             else:
                 break
-            configs.append(self.m.config_for(record))
+            configs.append(Arguments(self.m.config_for(record)))
             self._owed -= 1
         if self.m.core.done_creating and not self.m.retry:
             self._owed = 0
