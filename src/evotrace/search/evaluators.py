@@ -222,7 +222,7 @@ class VirtualClock:
 
     def _start_clock(self, num_workers: int) -> None:
         self.now = 0.0
-        self.worker_seconds = 0.0  # wall time spent computing what the virtual workers report
+        self.worker_seconds = 0.0  # CPU time spent computing what the virtual workers report
         self._idle = list(range(1, num_workers + 1))
         self._running: list[tuple[float, int, int, object]] = []
         self._order = 0
@@ -254,9 +254,9 @@ class VirtualClock:
             self._on_launch(job)
             job.status = JobStatus.RUNNING
             worker = heapq.heappop(self._idle)
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             duration, output = self.run_function(job.args, worker, self.now)
-            self.worker_seconds += time.perf_counter() - t0
+            self.worker_seconds += time.process_time() - t0
             job.set_output(output)
             self._order += 1
             heapq.heappush(self._running, (self.now + duration, self._order, worker, job))
