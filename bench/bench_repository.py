@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from evotrace.durable import atomic_write
 from evotrace.repository import DEFAULT_HASH, HASHES, ModelRepository
 
 
@@ -40,14 +41,12 @@ def _meta_blob(i, sd):
 
 
 def _durable_write(directory: Path, name: str, chunks, fsync: bool):
-    tmp, final = directory / f".tmp-{name}", directory / name
-    with open(tmp, "wb") as fh:
+    with atomic_write(directory / name) as tmp, open(tmp, "wb") as fh:
         for chunk in chunks:
             fh.write(chunk)
         if fsync:
             fh.flush()
             os.fsync(fh.fileno())
-    os.replace(tmp, final)
 
 
 def _read_whole(path: Path) -> torch.Tensor:

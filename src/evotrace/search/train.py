@@ -34,17 +34,17 @@ def _epochs(model, x, y, epochs, cfg, generator) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or epochs == 0:
         return float("nan")
-    if cfg.get("optimizer", "sgd") == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.get("learning_rate", 1e-3), weight_decay=cfg.get("weight_decay", 0.0))
+    if cfg["optimizer"] == "adam":
+        opt = torch.optim.Adam(params, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
     else:
         opt = torch.optim.SGD(
-            params, lr=cfg.get("learning_rate", 0.05), momentum=cfg.get("momentum", 0.9),
-            weight_decay=cfg.get("weight_decay", 5e-4), nesterov=cfg.get("momentum", 0.9) > 0,
+            params, lr=cfg["learning_rate"], momentum=cfg["momentum"],
+            weight_decay=cfg["weight_decay"], nesterov=cfg["momentum"] > 0,
         )
-    steps_per_epoch = math.ceil(len(x) / cfg.get("batch_size", 128))
+    steps_per_epoch = math.ceil(len(x) / cfg["batch_size"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    batch = cfg.get("batch_size", 128)
+    batch = cfg["batch_size"]
     loss = torch.tensor(float("nan"))
     for _ in range(epochs):
         model.train()  # frozen, transferred BatchNorms stay in eval mode (transfer.freeze_bn)
@@ -94,7 +94,7 @@ def train_candidate(model, data, epochs: int, cfg: dict, device, seed: int) -> T
     if not any(p.requires_grad for p in model.parameters()):
         epochs = 0  # everything was inherited and frozen: nothing trains
     loss = _epochs(model, data["x_train"], data["y_train"], epochs, cfg, generator)
-    quality = score(model, data["x_val"], data["y_val"], cfg.get("quality", "val_accuracy"))
+    quality = score(model, data["x_val"], data["y_val"], cfg["quality"])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return TrainResult(quality, time.perf_counter() - t0, epochs, loss)
