@@ -47,7 +47,7 @@ def ours(n, p, s, workers, seconds, journal=True) -> tuple[float, pd.DataFrame]:
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
         trace = pd.read_parquet(Path(tmp) / "candidates.parquet") if journal else None
-        wall = float(next(l for l in proc.stderr.splitlines() if "search loop took" in l).split("took ")[1].split(" s")[0])
+        wall = float(next(line for line in proc.stderr.splitlines() if "search loop took" in line).split("took ")[1].split(" s")[0])
         return wall, trace
 
 
@@ -64,7 +64,7 @@ def stock(n, p, s, workers, seconds) -> float:
                                str(n), str(p), str(s), str(seconds), tmp], capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
-        return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("{")))["per_candidate"]
+        return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))["per_candidate"]
 
 
 def utilization(trace: pd.DataFrame, workers: int) -> float:

@@ -569,14 +569,6 @@ class ModelRepository:
             i = j
         return sum(p[3]["nbytes"] for p in plan)
 
-    @staticmethod
-    def _check_shape(entry: dict, tensor: torch.Tensor, path) -> None:
-        if _dtype_name(tensor.dtype) != entry["dtype"] or list(tensor.shape) != list(entry["shape"]):
-            raise CorruptTensor(
-                entry["owner"], entry["key"], path,
-                f"stored {_dtype_name(tensor.dtype)}{list(tensor.shape)}, manifest {entry['dtype']}{entry['shape']}",
-            )
-
     def load(self, model_id: int, names: Iterable[str] | None = None, verify: bool = True) -> dict[str, torch.Tensor]:
         """Tensors of a stored model by state_dict name (all when `names` is None), wherever they live."""
         manifest = self.get_manifest(model_id)
@@ -658,8 +650,3 @@ class ModelRepository:
             "tensors_read": self.tensors_read,
             "tensors_written": self.tensors_written,
         }
-
-
-def manifest_nbytes(manifest: Mapping[str, dict]) -> int:
-    return sum(e["nbytes"] for e in manifest.values())
-
