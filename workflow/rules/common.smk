@@ -16,7 +16,8 @@ RESULTS = f"results/{STUDY}"
 LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
-OWN_RULES = {"rq5"}  # research questions whose rules live in their own file (rq5.smk), not rq.smk
+# research questions whose rules live in their own file (rq5.smk), not in rq.smk's loop
+OWN_RULES = {"rq5"}
 
 
 wildcard_constraints:
