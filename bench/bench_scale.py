@@ -59,8 +59,7 @@ def child_ours(n: int, w: int, out: Path) -> dict:
 def child_stock(n: int, w: int, out: Path) -> dict:
     from deephyper.hpo import RegularizedEvolution
 
-    from evotrace.search.driver import _problem
-    from evotrace.search.evaluators import StockSimulatedEvaluator
+    from evotrace.search.evaluators import StockSimulatedEvaluator, problem
     from evotrace.search.models import make_model
     from evotrace.spaces import make_space
 
@@ -82,7 +81,7 @@ def child_stock(n: int, w: int, out: Path) -> dict:
             return done
 
     t0 = time.perf_counter()
-    search = RegularizedEvolution(_problem(space.num_choices), random_state=SEED, log_dir=str(out),
+    search = RegularizedEvolution(problem(space.num_choices), random_state=SEED, log_dir=str(out),
                                   checkpoint_history_to_csv=False, population_size=P, sample_size=S)
     search.search(Marked(run, num_workers=w), max_evals=n, max_evals_strict=True)
     return {"wall_s": time.perf_counter() - t0, "first_ms": _window_ms(marks, 0, min(WINDOW, n)),

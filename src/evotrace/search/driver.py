@@ -4,6 +4,7 @@ Algorithm 1, choosing donors, and keeping the trace in memory until the end (or 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -18,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..durable import TMP_PREFIX, atomic_write
+from ..durable import TMP_PREFIX, temp_path
 from ..trace import CANDIDATES, CREATED, JUDGED, READ_COLUMNS, REPORTED, TENSOR_READS, with_run_metadata
 from .journal import Journal, JournalError, SearchLock, SearchLocked, changed_keys, fingerprint
-from .regevo import Candidate, RegularizedEvolution, StarvedPopulation
+from .regevo import Candidate, RegularizedEvolution
 
 log = logging.getLogger("evotrace.search")
 
@@ -70,6 +71,9 @@ class ReadLog:
     def __contains__(self, job_id) -> bool:
         return job_id in self._jobs
 
+    def __delitem__(self, job_id: int) -> None:
+        self._jobs.pop(job_id, None)
+
     def __iter__(self):
         return iter(self._jobs)
 
@@ -93,26 +97,69 @@ class ReadLog:
 
 
 class TraceBook:
-    """The in-memory trace of one search: creation and completion records, keyed by job_id."""
+    """The trace of one search, streamed to Parquet: a candidate's row is written once it and every
+    candidate created before it are done (so rows stay in job_id order), `batch` rows at a time, to
+    temporary files renamed at the end. Only the candidates still running and those done but waiting
+    for an earlier one are held, so a search of any length runs in bounded memory."""
 
-    def __init__(self, run: str):
+    def __init__(self, run: str, out_dir: Path, params, batch: int = 16384):
         self.run = run
-        self.created: dict[int, dict] = {}
+        self.out_dir = out_dir
+        self.params = params  # called once, when the files are opened: the run parameters for their metadata
+        self.batch = batch
+        self.created: dict[int, dict] = {}  # rows not written yet
         self.done: dict[int, dict] = {}
         self.reads = ReadLog()
+        self.n_done = self.n_failed = 0
+        self.keep = True  # False: rows are dropped once ready (the tracing-overhead benchmark)
+        self._next = 0  # the lowest job_id whose row is not written
+        self._ready: list[int] = []
+        self._writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}
 
-    def rows(self) -> list[dict]:
-        out = []
-        for job_id in sorted(self.done):
-            c, d = self.created[job_id], self.done[job_id]
-            # donor_id and prefix_len from the report: the donor that was used, not the one planned
-            out.append({"run": self.run, **{k: c.get(k) for k in CREATED},
-                        **{k: d.get(k) for k in (*JUDGED, *REPORTED)}})
-        return out
+    def finished(self, record: dict) -> None:
+        """A candidate's completion record (its reads still inside, under "tensor_reads")."""
+        job_id = record["job_id"]
+        self.done[job_id] = record
+        self.reads[job_id] = record.get("tensor_reads", [])
+        self.n_done += 1
+        self.n_failed += record["status"] == "failed"
 
-    def read_table(self, schema: pa.Schema) -> pa.Table:
-        """The tensor_reads table, built column by column (millions of rows at scale)."""
-        jobs = sorted(j for j in self.reads if j in self.done)
+    def is_done(self, job_id: int) -> bool:
+        return job_id < self._next or job_id in self.done
+
+    def advance(self) -> None:
+        """Queue the rows that became writable; write a batch when one is full."""
+        while self._next in self.done:
+            self._ready.append(self._next)
+            self._next += 1
+        if len(self._ready) >= self.batch:
+            self._write(self._ready)
+            self._ready = []
+
+    def _row(self, job_id: int) -> dict:
+        c, d = self.created[job_id], self.done[job_id]
+        # donor_id and prefix_len from the report: the donor that was used, not the one planned
+        return {"run": self.run, **{k: c.get(k) for k in CREATED}, **{k: d.get(k) for k in (*JUDGED, *REPORTED)}}
+
+    def _write(self, jobs: list[int]) -> None:
+        if self.keep:
+            if not self._writers:
+                self._open()
+            writer, _ = self._writers["candidates"]
+            writer.write_table(pa.Table.from_pylist([self._row(j) for j in jobs], schema=writer.schema))
+            writer, _ = self._writers["tensor_reads"]
+            writer.write_table(self._read_table(jobs, writer.schema))
+        for j in jobs:
+            del self.created[j], self.done[j], self.reads[j]
+
+    def _open(self) -> None:
+        params = self.params()
+        for name, schema in (("candidates", CANDIDATES), ("tensor_reads", TENSOR_READS)):
+            tmp = temp_path(self.out_dir / f"{name}.parquet")
+            self._writers[name] = (pq.ParquetWriter(tmp, with_run_metadata(schema, params), compression="zstd"), tmp)
+
+    def _read_table(self, jobs: list[int], schema: pa.Schema) -> pa.Table:
+        """The tensor_reads rows of `jobs`, built column by column (millions of rows at scale)."""
         cols = self.reads.columns(jobs)
         job_ids = np.asarray(cols["job_id"], dtype=np.int64)
         order = np.searchsorted(np.asarray(jobs, dtype=np.int64), job_ids)
@@ -123,102 +170,24 @@ class TraceBook:
         return pa.table([cols[f.name] if isinstance(cols[f.name], pa.Array) else pa.array(cols[f.name], f.type)
                          for f in schema], schema=schema)
 
-    def write(self, out_dir: Path, params: dict, suffix: str = "") -> tuple[Path, Path]:
-        """Write both Parquet files atomically (temporary name, then rename)."""
+    def write(self, suffix: str = "") -> tuple[Path, Path]:
+        """Write what is left and publish both files (rename): the trace of every done candidate, ended
+        early (suffix ".partial") when some are still running. The book is closed afterwards."""
+        self.advance()
+        rest = self._ready + sorted(j for j in self.done if j >= self._next)
+        self._ready = []
+        if rest or not self._writers:
+            self._write(rest)
+        if not self._writers:
+            self._open()
         paths = []
-        for name, schema in (("candidates", CANDIDATES), ("tensor_reads", TENSOR_READS)):
-            schema = with_run_metadata(schema, params)
-            table = pa.Table.from_pylist(self.rows(), schema=schema) if name == "candidates" else self.read_table(schema)
-            path = out_dir / f"{name}{suffix}.parquet"
-            with atomic_write(path) as tmp:
-                pq.write_table(table, tmp, compression="zstd")
+        for name, (writer, tmp) in self._writers.items():
+            writer.close()
+            path = self.out_dir / f"{name}{suffix}.parquet"
+            os.replace(tmp, path)
             paths.append(path)
+        self._writers = {}
         return paths[0], paths[1]
-
-
-def _problem(num_choices):
-    from deephyper.hpo import HpProblem
-
-    problem = HpProblem()
-    for i, n in enumerate(num_choices):
-        problem.add_hyperparameter((0, int(n) - 1), f"x{i}")
-    return problem
-
-
-def _make_search_class():
-    from deephyper.evaluator.callback import Callback
-    from deephyper.hpo._search import Search, SearchHistory
-
-    class ResultCatcher(Callback):
-        """DeepHyper hands `_tell` only (config, objective): keep each job's metadata for it."""
-
-        def __init__(self):
-            self.metadata: dict[int, dict] = {}
-
-        def on_done(self, job):
-            self.metadata[int(job.args["job_id"])] = job.metadata
-            for bulky in ("tensor_popularity", "population_qualities"):  # DeepHyper keeps every job's args
-                job.args.pop(bulky, None)
-
-    class UntoldHistory(SearchHistory):
-        """DeepHyper's history keeps every Job for the whole run; the trace book already holds what
-        matters, so keep only jobs gathered but not told (the last ones, gathered after the loop)."""
-
-        def __init__(self, problem, master):
-            super().__init__(problem)
-            self.m, self.count = master, 0
-
-        def extend(self, jobs):
-            self.count += len(jobs)
-            super().extend([job for job in jobs if int(job.args["job_id"]) not in self.m.book.done])
-
-        def __len__(self):
-            return self.count
-
-    class TracedRegularizedEvolution(Search):
-        """Algorithm 1 behind DeepHyper's Search interface: `_ask` creates candidates (or re-submits
-        those a killed run left unfinished), `_tell` inserts results and records the trace."""
-
-        def __init__(self, master: "Master"):
-            super().__init__(_problem(master.spec["num_choices"]), random_state=master.spec["seed"],
-                             log_dir=str(master.out_dir), checkpoint_history_to_csv=False)
-            self.m = master
-            self.gather_batch_size = master.spec["search"]["quanta"]
-            self.history = UntoldHistory(self._problem, master)
-            self._owed = 0
-            self._running = 0  # DeepHyper's num_jobs_submitted lists every job at each call
-
-        def _ask(self, n=1):
-            self._owed += n
-            configs = []
-            while self._owed > 0:
-                if self.m.retry:
-                    record = self.m.retry.popleft()
-                elif self.m.core.can_create():
-                    record = self.m.create(self.m.core.create())
-                else:
-                    break
-                configs.append(self.m.config_for(record))
-                self._owed -= 1
-            if self.m.core.done_creating and not self.m.retry:
-                self._owed = 0
-            self._running += len(configs)
-            if not configs and self._running == 0 and len(self.m.book.done) < self.m.n:
-                raise StarvedPopulation(
-                    f"population has {len(self.m.core.population)} of p={self.m.p} members, no candidate "
-                    f"can be created and none is running"
-                )
-            self.m.flush()  # in the journal before any of them starts: a resume re-submits them as they were
-            return configs
-
-        def _tell(self, results):
-            self._running -= len(results)
-            for config, objective in results:
-                job_id = int(config["job_id"])
-                self.m.complete(job_id, objective, self.m.catcher.metadata.pop(job_id, {}))
-            self.m.flush()
-
-    return TracedRegularizedEvolution, ResultCatcher
 
 
 class Master:
@@ -232,9 +201,10 @@ class Master:
         self.n, self.p = s["candidates"], s["population"]
         self.stage_boundary = s["stage_boundary"]
         self.transfer = spec["transfer"]["enabled"]
-        self.book = TraceBook(spec["run"])
+        self.book = TraceBook(spec["run"], self.out_dir, self.params)
         self.journal = Journal(self.out_dir / "journal.jsonl")
         self.tracing = spec.get("trace", True)  # False only for the tracing-overhead benchmark
+        self.book.keep = self.tracing
         self.pending: list[dict] = []
         self.retry: deque[dict] = deque()
         self.index = None
@@ -270,8 +240,9 @@ class Master:
                 self.popularity = PopularityWindow(cache["window"], cache["min_donations"])
         for r in records:
             (self.book.created if r["e"] == "c" else self.book.done)[r["job_id"]] = r
-        for job_id, d in self.book.done.items():
-            self.book.reads[job_id] = d.pop("tensor_reads", [])
+        for d in list(self.book.done.values()):
+            self.book.finished(d)
+            d.pop("tensor_reads", None)
         created = len(self.book.created)
         rng = np.random.default_rng(self.spec["seed"])
         if self.book.created:  # continue the random stream where the last created candidate left it
@@ -295,10 +266,10 @@ class Master:
                 self.index.add(j, self.book.created[j]["arch_seq"], d["quality"])
         times = [d["end_time"] for d in self.book.done.values() if d.get("end_time") is not None]
         self.clock = Clock(max(times, default=0.0))
-        self.resumed_from = len(self.book.done)
+        self.resumed_from = self.book.n_done
         if records:
             log.info("resuming %s: %d/%d completed, %d created, %d to re-submit", self.spec["run"],
-                     len(self.book.done), self.n, created, len(self.retry))
+                     self.book.n_done, self.n, created, len(self.retry))
         self.started = time.time()
         self.journal.open()
         self.flush()
@@ -365,8 +336,7 @@ class Master:
                   "quality": quality, "status": "ok" if ok else "failed", "error": error,
                   "insert_seq": insert_seq, "tensor_reads": meta.get("tensor_reads", [])}
         record["stored"] = bool(record["stored"])
-        self.book.done[job_id] = record
-        self.book.reads[job_id] = record["tensor_reads"]
+        self.book.finished(record)
         self._observe_reads(job_id)
         self.pending.append(record)
         if ok:
@@ -394,17 +364,17 @@ class Master:
             record.pop("rng", None)
             record.pop("tensor_reads", None)
         self.pending = []
+        self.book.advance()  # rows reach the trace files only once journaled
 
     def _progress(self) -> None:
-        done = len(self.book.done)
+        done = self.book.n_done
         step = max(1, self.n // 50)
         if done % step and done != self.n:
             return
         elapsed = time.time() - self.started
         rate = (done - self.resumed_from) / elapsed * 60 if elapsed > 0 else 0.0
-        failed = sum(d["status"] == "failed" for d in self.book.done.values())
         log.info("%s: %d/%d done (%d failed), best quality %.4f, elapsed %.1f s, %.1f candidates/min",
-                 self.spec["run"], done, self.n, failed, self.best, elapsed, rate)
+                 self.spec["run"], done, self.n, self.book.n_failed, self.best, elapsed, rate)
 
     def params(self) -> dict:
         spec = self.spec
@@ -421,21 +391,24 @@ class Master:
 
     def write(self, suffix: str = "") -> tuple[Path, Path]:
         self.flush()
-        return self.book.write(self.out_dir, self.params(), suffix)
+        return self.book.write(suffix)
 
 
 def run_master(evaluator, spec: dict, out_dir: Path, workers: int, clock_offsets: dict | None = None) -> int:
+    """Run the search on a lean evaluator (evaluators.Lean), whose `results` callback feeds the master."""
     master = Master(spec, out_dir, workers, clock_offsets)
     if hasattr(evaluator, "attach"):  # a simulated evaluator brings its own (virtual) clock
         evaluator.attach(master)
+    evaluator.results.master = master
     try:
         return _search(master, evaluator, out_dir)
     finally:
+        evaluator.results.master = None  # jobs an evaluator cancels on close are no results
         master.lock.release()
 
 
 def _search(master: Master, evaluator, out_dir: Path) -> int:
-    remaining = master.n - len(master.book.done)
+    remaining = master.n - master.book.n_done
 
     def interrupt(signum, _frame):
         raise Interrupted(signal.Signals(signum).name)
@@ -444,31 +417,26 @@ def _search(master: Master, evaluator, out_dir: Path) -> int:
     t0 = time.perf_counter()
     try:
         if remaining > 0:
-            Traced, Catcher = _make_search_class()
-            master.catcher = Catcher()
-            evaluator._callbacks.append(master.catcher)
-            search = Traced(master)
-            search.search(evaluator, max_evals=remaining, max_evals_strict=True)
-            # DeepHyper gathers the last running jobs without telling the search
-            search._tell([(job.args, job.objective) for job in search.history.jobs
-                          if int(job.args["job_id"]) not in master.book.done])
+            from .evaluators import TracedSearch
+
+            TracedSearch(master).search(evaluator, max_evals=remaining, max_evals_strict=True)
     except Interrupted as err:
         cand, _ = master.write(".partial")
         log.error("%s received: wrote %d completed candidates to %s; run the same command again to resume",
-                  err, len(master.book.done), cand)
+                  err, master.book.n_done, cand)
         master.journal.close()
         return 143
     except BaseException:
-        if master.book.done:  # not master.write: the error may be the journal's own (disk full)
-            master.book.write(out_dir, master.params(), ".partial")
+        if master.book.n_done:  # not master.write: the error may be the journal's own (disk full)
+            master.book.write(".partial")
         master.journal.close()
         raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    if len(master.book.done) != master.n:
+    if master.book.n_done != master.n:
         master.write(".partial")
-        raise RuntimeError(f"search ended with {len(master.book.done)} of {master.n} candidates")
+        raise RuntimeError(f"search ended with {master.book.n_done} of {master.n} candidates")
     if not master.tracing:
         log.info("search loop took %.3f s (tracing off: no trace written)", time.perf_counter() - t0)
         master.journal.close()

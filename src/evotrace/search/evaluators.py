@@ -1,23 +1,122 @@
-"""DeepHyper evaluators whose master-side cost per job does not grow with the number of jobs.
+"""All of the project's DeepHyper glue, in one place: the search adapter (`TracedSearch`, Algorithm 1
+behind `deephyper.hpo.Search`), the evaluators the master drives (`lean_mpicomm`, `SimulatedEvaluator`)
+and the callback through which results reach the master (`Results`).
 
-Stock DeepHyper 0.13.2 counts submitted jobs by listing every job of the storage, scans the storage
-for jobs of other searches at every gather, and keeps every job's arguments, metadata and Job object
-for the whole run. One search owns its storage here, and the master's trace keeps what matters, so
-`Lean` counts, skips the scan, and forgets a job once gathered. `SimulatedEvaluator` runs W virtual
-workers on a virtual clock behind the same submit/gather interface."""
+Public DeepHyper API is used wherever it exists: `deephyper.hpo.Search` and `HpProblem`,
+`deephyper.evaluator.Evaluator`/`MPICommEvaluator`/`JobStatus`, evaluator callbacks passed through the
+`callbacks` argument (what `method_kwargs` carries in `Evaluator.create`), `MemoryStorage`. Three spots
+need DeepHyper's internals, because its public API costs O(N) per candidate or O(N) memory at N jobs;
+each says why in its docstring: `LeanStorage` (MemoryStorage's `_data` layout), `Lean` (the evaluator's
+job lists and the `num_jobs_submitted` count, which lists every job of the storage at each call), and
+`_recent_history` (a Search keeps every Job in its history). A virtual-clock evaluator implements
+`submit`/`gather` itself, as an Evaluator subclass must, with the base class's job hooks.
+
+Checked on DeepHyper 0.12.0, 0.13.0, 0.13.1 and 0.13.2 (tests/test_simulated.py, tests/test_search.py);
+pyproject.toml pins that range."""
 
 from __future__ import annotations
 
 import heapq
 import time
 
-from deephyper.evaluator import Evaluator, MaximumJobsSpawnReached
-from deephyper.evaluator._job import JobStatus
+from deephyper.evaluator import Evaluator, JobStatus, MaximumJobsSpawnReached
+from deephyper.evaluator.callback import Callback
 from deephyper.evaluator.storage import MemoryStorage
+from deephyper.hpo import HpProblem, Search
+
+from .regevo import StarvedPopulation
+
+
+def problem(num_choices) -> HpProblem:
+    """The DeepHyper problem of a space: one integer variable per position."""
+    out = HpProblem()
+    for i, n in enumerate(num_choices):
+        out.add_hyperparameter((0, int(n) - 1), f"x{i}")
+    return out
+
+
+def _recent_history(history):
+    """A Search's history that keeps only the last gathered batch (DeepHyper keeps every Job for the
+    whole run and turns them all into a DataFrame at the end: O(N) memory and time). The master's
+    trace holds what matters; the count stays right for DeepHyper's own checks. Derived from the
+    instance's class, so no private module is imported."""
+
+    class RecentHistory(type(history)):
+        def extend(self, jobs):
+            self.count = getattr(self, "count", 0) + len(jobs)
+            if jobs:
+                self.jobs = []
+            super().extend(jobs)
+
+        def __len__(self):
+            return getattr(self, "count", 0)
+
+    return RecentHistory(history.problem)
+
+
+class TracedSearch(Search):
+    """Algorithm 1 behind DeepHyper's Search interface: `_ask` takes candidates from the master (new ones,
+    or those a killed run left unfinished). Results reach the master through the evaluator's `Results`
+    callback, which sees every gathered job with its metadata, also the last ones DeepHyper gathers
+    after its loop without telling the search; `_tell` journals them."""
+
+    def __init__(self, master):
+        super().__init__(problem(master.spec["num_choices"]), random_state=master.spec["seed"],
+                         log_dir=str(master.out_dir), checkpoint_history_to_csv=False)
+        self.m = master
+        self.gather_batch_size = master.spec["search"]["quanta"]
+        self.history = _recent_history(self.history)
+        self._owed = 0
+        self._running = 0
+
+    def _ask(self, n=1):
+        self._owed += n
+        configs = []
+        while self._owed > 0:
+            if self.m.retry:
+                record = self.m.retry.popleft()
+            elif self.m.core.can_create():
+                record = self.m.create(self.m.core.create())
+            else:
+                break
+            configs.append(self.m.config_for(record))
+            self._owed -= 1
+        if self.m.core.done_creating and not self.m.retry:
+            self._owed = 0
+        self._running += len(configs)
+        if not configs and self._running == 0 and self.m.book.n_done < self.m.n:
+            raise StarvedPopulation(
+                f"population has {len(self.m.core.population)} of p={self.m.p} members, no candidate "
+                f"can be created and none is running"
+            )
+        self.m.flush()  # in the journal before any of them starts: a resume re-submits them as they were
+        return configs
+
+    def _tell(self, results):
+        self._running -= len(results)
+        self.m.flush()
+
+
+class Results(Callback):
+    """Hands each gathered job (objective and metadata) to the attached master, and lets the evaluator
+    forget it."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+        self.master = None
+
+    def on_done(self, job):
+        ev = self.evaluator
+        ev.storage.forget(job.id)
+        ev.jobs.pop(job, None)
+        if self.master is not None:
+            self.master.complete(int(job.args["job_id"]), job.objective, job.metadata)
 
 
 class LeanStorage(MemoryStorage):
-    """MemoryStorage that keeps a job only while it runs (arguments are not stored at all)."""
+    """MemoryStorage that keeps a job only while it runs (arguments are not stored at all): stock
+    MemoryStorage keeps every job's arguments and metadata for the whole run. Relies on MemoryStorage's
+    `_data[search_id]["data"][partial_id]` layout (the same in 0.12.0 to 0.13.2)."""
 
     def store_job_in(self, job_id, args=None, kwargs=None) -> None:
         pass
@@ -37,49 +136,72 @@ class LeanStorage(MemoryStorage):
         search_id, partial_id = job_id.split(".")
         self._data[search_id]["data"].pop(partial_id, None)
 
-    def jobs_held(self, search_id) -> int:
-        return len(self._data[search_id]["data"])
+    def jobs_held(self) -> int:
+        return sum(len(search["data"]) for search in self._data.values())
+
+
+class _Live(dict):
+    """The list DeepHyper keeps of running jobs (or their ids), as an insertion-ordered set: DeepHyper
+    appends and removes one at a time, and `list.remove` costs O(W) per job."""
+
+    def append(self, item) -> None:
+        self[item] = None
+        self.total = getattr(self, "total", 0) + 1
+
+    def remove(self, item) -> None:
+        del self[item]
+
+
+class _Gathered:
+    """The list DeepHyper keeps of every gathered job id, only counted (it grows to N strings)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def append(self, _item) -> None:
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class Lean:
-    """Mixin for an Evaluator with a LeanStorage: O(1) job counts, no scan for other searches' jobs,
-    nothing kept of a gathered job."""
+    """Mixin for an Evaluator: O(1) job counts, no scan for other searches' jobs, nothing kept of a
+    gathered job. Stock DeepHyper 0.13 counts submitted jobs by listing every job of the storage (at
+    each of ~3 calls per candidate), scans the storage for other searches' jobs at every gather, and
+    keeps every job id and Job object for the whole run. One search owns its storage here (so the
+    offset DeepHyper subtracts for an earlier search on the same evaluator is 0), and the master's
+    trace keeps what matters. Replaces the evaluator's `jobs`, `job_id_submitted` and
+    `job_id_gathered` lists, used as append/remove/len in 0.12.0 to 0.13.2."""
 
-    _submitted_total = 0
-
-    def _create_job(self, job_id, args, run_function, storage):
-        self._submitted_total += 1
-        return super()._create_job(job_id, args, run_function, storage)
+    def __init__(self, run_function, callbacks=None, **kwargs):
+        self.storage = LeanStorage()
+        self.results = Results(self)
+        super().__init__(run_function, callbacks=[self.results, *(callbacks or [])], storage=self.storage, **kwargs)
+        self.jobs, self.job_id_submitted, self.job_id_gathered = _Live(), _Live(), _Gathered()
 
     @property
     def num_jobs_submitted(self) -> int:
-        return self._submitted_total - self._num_jobs_offset
+        return getattr(self.job_id_submitted, "total", 0)
 
     def gather_other_jobs_done(self):
         return []
 
-    def _on_done(self, job):
-        super()._on_done(job)
-        self._storage.forget(job.id)
-        try:
-            self.jobs.remove(job)
-        except ValueError:
-            pass
-
     def held(self) -> dict:
-        """What the evaluator still keeps: jobs in storage, Job objects, gathered ids."""
-        return {"storage_jobs": self._storage.jobs_held(self._search_id), "jobs": len(self.jobs),
-                "submitted_ids": len(self.job_id_submitted)}
+        """What the evaluator still keeps: jobs in storage, Job objects, submitted ids, history jobs."""
+        history = getattr(self.search, "history", None)
+        return {"storage_jobs": self.storage.jobs_held(), "jobs": len(self.jobs),
+                "submitted_ids": len(self.job_id_submitted), "history_jobs": len(getattr(history, "jobs", ()))}
 
 
 def lean_mpicomm(run_function, **kwargs):
     """DeepHyper's MPICommEvaluator, lean (see `Lean`)."""
-    from deephyper.evaluator._mpi_comm import MPICommEvaluator
+    from deephyper.evaluator import MPICommEvaluator
 
     class LeanMPICommEvaluator(Lean, MPICommEvaluator):
         pass
 
-    return LeanMPICommEvaluator(run_function, storage=LeanStorage(), **kwargs)
+    return LeanMPICommEvaluator(run_function, **kwargs)
 
 
 class VirtualClock:
@@ -156,7 +278,7 @@ class SimulatedEvaluator(Lean, VirtualClock, Evaluator):
     """The simulated search's evaluator: virtual workers (VirtualClock), lean bookkeeping (Lean)."""
 
     def __init__(self, run_function, num_workers: int, callbacks=None):
-        super().__init__(run_function, num_workers=num_workers, callbacks=callbacks, storage=LeanStorage())
+        super().__init__(run_function, num_workers=num_workers, callbacks=callbacks)
         self._start_clock(num_workers)
 
 
