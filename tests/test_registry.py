@@ -119,6 +119,7 @@ def test_space_options_are_checked_and_completed_by_the_space():
         cfg.validate(bad)
 
 
+@pytest.mark.slow
 def test_setup_names_the_bad_key_without_a_traceback(tmp_path):
     config = _study()
     config["search"]["population"] = "4"
@@ -133,6 +134,7 @@ def test_setup_names_the_bad_key_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_plugin_spaces_are_listed(tmp_path):
     """`known_spaces` (the CLI's choices, the error messages) loads entry points: a fresh process sees the toy."""
     where = _toy_package(tmp_path / "site")
