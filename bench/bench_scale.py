@@ -1,7 +1,10 @@
 """The master at scale: simulated searches (evotrace.search.simulated, the real master and Algorithm 1)
 at several (N, W), each in its own process so that its peak resident memory is its own. The master's
-time per candidate is the wall time of the search loop minus the time spent computing what the virtual
-workers report, over the first 1,000 and the last 1,000 candidates: flat in N means no per-call scan.
+time per candidate is the CPU time of the search loop minus the CPU time spent computing what the virtual
+workers report (CPU, not wall: the machine is shared), over two windows of 1,000 gathered candidates in
+steady state: the second thousand (the first W include the start) and the last thousand before the final
+W (DeepHyper gathers those together after the last submission). Flat in N means no per-call scan. Each
+line also gives the child's wall time, CPU user time and peak RSS.
 Beside it, the same workload (space, N, W, p, s, quality and time model) through stock DeepHyper
 RegularizedEvolution and evaluator bookkeeping, where that finishes in reasonable time (--stock-max).
 
@@ -28,6 +31,13 @@ P, S, SEED, WINDOW = 100, 5, 0, 1000
 TARGET_SECONDS, TARGET_MIB, TARGET_GROWTH = 600.0, 2048.0, 1.3
 
 
+def _windows(marks, n, w):
+    """Master milliseconds per candidate in the early and the late steady-state window."""
+    early = min(WINDOW, max(0, n - w - WINDOW))
+    late = max(early, n - w - WINDOW)
+    return _window_ms(marks, early, early + WINDOW), _window_ms(marks, late, late + WINDOW)
+
+
 def _window_ms(marks, lo, hi):
     """Master milliseconds per candidate between `lo` and `hi` gathered candidates."""
     a = next(m for m in marks if m[0] >= lo)
@@ -46,14 +56,14 @@ def child_ours(n: int, w: int, out: Path) -> dict:
     class Marked(SimulatedEvaluator):
         def gather(self, type, size=1):
             done = super().gather(type, size)
-            marks.append((self.num_jobs_gathered, time.perf_counter(), self.worker_seconds))
+            marks.append((self.num_jobs_gathered, time.process_time(), self.worker_seconds))
             return done
 
     t0 = time.perf_counter()
     evaluator = Marked(SimulatedWorkers(spec), num_workers=w)
     assert run_master(evaluator, spec, out, w) == 0
-    return {"wall_s": time.perf_counter() - t0, "first_ms": _window_ms(marks, 0, min(WINDOW, n)),
-            "last_ms": _window_ms(marks, max(0, n - WINDOW), n), "virtual_s": evaluator.now}
+    first, last = _windows(marks, n, w)
+    return {"wall_s": time.perf_counter() - t0, "first_ms": first, "last_ms": last, "virtual_s": evaluator.now}
 
 
 def child_stock(n: int, w: int, out: Path) -> dict:
@@ -77,15 +87,15 @@ def child_stock(n: int, w: int, out: Path) -> dict:
     class Marked(StockSimulatedEvaluator):
         def gather(self, type, size=1):
             done = super().gather(type, size)
-            marks.append((self.num_jobs_gathered, time.perf_counter(), self.worker_seconds))
+            marks.append((self.num_jobs_gathered, time.process_time(), self.worker_seconds))
             return done
 
     t0 = time.perf_counter()
     search = RegularizedEvolution(problem(space.num_choices), random_state=SEED, log_dir=str(out),
                                   checkpoint_history_to_csv=False, population_size=P, sample_size=S)
     search.search(Marked(run, num_workers=w), max_evals=n, max_evals_strict=True)
-    return {"wall_s": time.perf_counter() - t0, "first_ms": _window_ms(marks, 0, min(WINDOW, n)),
-            "last_ms": _window_ms(marks, max(0, n - WINDOW), n)}
+    first, last = _windows(marks, n, w)
+    return {"wall_s": time.perf_counter() - t0, "first_ms": first, "last_ms": last}
 
 
 def run_setting(kind: str, n: int, w: int, tmp: Path) -> dict:
@@ -110,7 +120,8 @@ def main(argv=None) -> None:
 
         logging.basicConfig(level=logging.WARNING)
         result = (child_ours if args.child == "ours" else child_stock)(args.n, args.w, Path(args.out))
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result.update(peak_rss_mib=usage.ru_maxrss / 1024, user_s=usage.ru_utime)
         print(json.dumps(result))
         return
     settings = [tuple(int(v) for v in s.split(":")) for s in args.settings]
@@ -119,6 +130,7 @@ def main(argv=None) -> None:
         for n, w in settings:
             ours = run_setting("ours", n, w, Path(tmp))
             line = (f"setting: N={n} W={w} wall_s={ours.get('wall_s', float('nan')):.1f} "
+                    f"user_s={ours.get('user_s', float('nan')):.1f} "
                     f"master_ms_per_candidate_first1k={ours.get('first_ms', float('nan')):.3f} "
                     f"master_ms_per_candidate_last1k={ours.get('last_ms', float('nan')):.3f} "
                     f"peak_rss_mib={ours.get('peak_rss_mib', float('nan')):.0f}")
@@ -126,6 +138,7 @@ def main(argv=None) -> None:
                 stock = run_setting("stock", n, w, Path(tmp))
                 if "error" not in stock:
                     line += (f" | stock DeepHyper RegularizedEvolution: wall_s={stock['wall_s']:.1f} "
+                         f"user_s={stock['user_s']:.1f} peak_rss_mib={stock['peak_rss_mib']:.0f} "
                              f"master_ms_per_candidate_last1k={stock['last_ms']:.3f} "
                              f"ratio_stock_over_ours={stock['last_ms'] / ours['last_ms']:.2f}")
             else:
@@ -137,7 +150,8 @@ def main(argv=None) -> None:
     print(f"targets: wall {ours['wall_s']:.0f} s {'<=' if ours['wall_s'] <= TARGET_SECONDS else '>'} {TARGET_SECONDS:.0f} s; "
           f"peak {ours['peak_rss_mib']:.0f} MiB {'<=' if ours['peak_rss_mib'] <= TARGET_MIB else '>'} {TARGET_MIB:.0f} MiB; "
           f"growth {growth:.2f}x {'<=' if growth <= TARGET_GROWTH else '>'} {TARGET_GROWTH}x")
-    print(f"scale: N={n} W={w} wall_s={ours['wall_s']:.1f} master_ms_per_candidate_1k={ours['first_ms']:.3f} "
+    print(f"scale: N={n} W={w} wall_s={ours['wall_s']:.1f} user_s={ours['user_s']:.1f} "
+          f"master_ms_per_candidate_1k={ours['first_ms']:.3f} "
           f"master_ms_per_candidate_{n // 1000}k={ours['last_ms']:.3f} peak_rss_mib={ours['peak_rss_mib']:.0f}")
 
 

@@ -102,11 +102,12 @@ class TraceBook:
     temporary files renamed at the end. Only the candidates still running and those done but waiting
     for an earlier one are held, so a search of any length runs in bounded memory."""
 
-    def __init__(self, run: str, out_dir: Path, params, batch: int = 16384):
+    batch = 16384  # rows per write (one Parquet row group)
+
+    def __init__(self, run: str, out_dir: Path, params):
         self.run = run
         self.out_dir = out_dir
         self.params = params  # called once, when the files are opened: the run parameters for their metadata
-        self.batch = batch
         self.created: dict[int, dict] = {}  # rows not written yet
         self.done: dict[int, dict] = {}
         self.reads = ReadLog()

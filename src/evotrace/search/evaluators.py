@@ -35,6 +35,15 @@ def problem(num_choices) -> HpProblem:
     return out
 
 
+class Arguments(dict):
+    """A job's arguments. DeepHyper deep-copies them twice per job (when the Job is made, and when the
+    search unpacks it to tell results), O(size of the popularity snapshot) each; nothing changes them
+    after submission, so the copies are this one dict."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _recent_history(history):
     """A Search's history that keeps only the last gathered batch (DeepHyper keeps every Job for the
     whole run and turns them all into a DataFrame at the end: O(N) memory and time). The master's
@@ -79,7 +88,7 @@ class TracedSearch(Search):
                 record = self.m.create(self.m.core.create())
             else:
                 break
-            configs.append(self.m.config_for(record))
+            configs.append(Arguments(self.m.config_for(record)))
             self._owed -= 1
         if self.m.core.done_creating and not self.m.retry:
             self._owed = 0
@@ -213,7 +222,7 @@ class VirtualClock:
 
     def _start_clock(self, num_workers: int) -> None:
         self.now = 0.0
-        self.worker_seconds = 0.0  # wall time spent computing what the virtual workers report
+        self.worker_seconds = 0.0  # CPU time spent computing what the virtual workers report
         self._idle = list(range(1, num_workers + 1))
         self._running: list[tuple[float, int, int, object]] = []
         self._order = 0
@@ -245,9 +254,9 @@ class VirtualClock:
             self._on_launch(job)
             job.status = JobStatus.RUNNING
             worker = heapq.heappop(self._idle)
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             duration, output = self.run_function(job.args, worker, self.now)
-            self.worker_seconds += time.perf_counter() - t0
+            self.worker_seconds += time.process_time() - t0
             job.set_output(output)
             self._order += 1
             heapq.heappush(self._running, (self.now + duration, self._order, worker, job))

@@ -9,6 +9,7 @@ training time in seconds, given its parameter count and the fraction of its para
 from __future__ import annotations
 
 import math
+import sys
 from functools import lru_cache
 from typing import Sequence
 
@@ -35,7 +36,7 @@ class Layouts:
 
     def _compute(self, seq: tuple[int, ...]):
         layout = self.space.tensor_layout(seq)
-        names = tuple(name for name, _, _ in layout)
+        names = tuple(sys.intern(name) for name, _, _ in layout)  # the same names recur in every architecture
         maxpos = np.fromiter((p for _, p, _ in layout), np.int16, len(layout))
         nbytes = np.fromiter((b for _, _, b in layout), np.int64, len(layout))
         return names, maxpos, nbytes, int(nbytes.sum())
