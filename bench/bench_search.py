@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from evotrace.config import defaults
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
@@ -31,8 +33,8 @@ def spec(n, p, s, workers, seconds, journal=True):
             "space_options": {"C": 4, "N": 1, "input_shape": [1, 8, 8], "num_classes": 10},
             "num_choices": [5] * 6, "space_size": "15625", "dataset": "none", "data": "none", "epochs": 0, "seed": 1,
             "search": {"candidates": n, "population": p, "sample": s, "workers": workers, "torch_threads": 1,
-                       "mutation": {"positions": "uniform"}, "quanta": 1},
-            "training": {}, "transfer": {"enabled": False, "fine_tune_epochs": 0, "cache": {}, "skip_store": {}},
+                       "mutation": {"positions": "uniform"}, "quanta": 1, "stage_boundary": "wait"},
+            "training": defaults("training"), "transfer": {**defaults("transfer"), "enabled": False},
             "evaluation": {"kind": "sleep", "seconds": seconds}, "trace": journal}
 
 
@@ -45,7 +47,7 @@ def ours(n, p, s, workers, seconds, journal=True) -> tuple[float, pd.DataFrame]:
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
         trace = pd.read_parquet(Path(tmp) / "candidates.parquet") if journal else None
-        wall = float(next(l for l in proc.stderr.splitlines() if "search loop took" in l).split("took ")[1].split(" s")[0])
+        wall = float(next(line for line in proc.stderr.splitlines() if "search loop took" in line).split("took ")[1].split(" s")[0])
         return wall, trace
 
 
@@ -62,7 +64,7 @@ def stock(n, p, s, workers, seconds) -> float:
                                str(n), str(p), str(s), str(seconds), tmp], capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
-        return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("{")))["per_candidate"]
+        return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))["per_candidate"]
 
 
 def utilization(trace: pd.DataFrame, workers: int) -> float:

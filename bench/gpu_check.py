@@ -46,6 +46,7 @@ def check(name: str, ok: bool, detail: str) -> None:
 def write_spec(tmp: Path, oversized: bool) -> Path:
     from evotrace.data import load, prepare, save
     from evotrace.runspec import build_spec, write_spec as write
+    from evotrace.spaces import AttnSpace
 
     data = tmp / "bc.npz"
     save(prepare("sklearn-breast-cancer", input_blocks=2, seed=0), data)
@@ -59,8 +60,7 @@ def write_spec(tmp: Path, oversized: bool) -> Path:
                        "seed": 3, "transfer": True}},
         "analysis": {},
     }
-    spec = build_spec(config, "r", str(data), {"input_shape": ds.input_shape, "num_classes": ds.num_classes,
-                                               "blocks": ds.blocks})
+    spec = build_spec(config, "r", str(data), AttnSpace.dataset_options(ds))
     if oversized:
         spec["inject_failures"] = {"oversized_jobs": [OVERSIZED]}
     path = tmp / "run" / "spec.json"

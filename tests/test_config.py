@@ -1,6 +1,6 @@
-"""Study configuration: the shipped configs pass both checks the Snakefile runs (schema through
-Snakemake's `validate`, then `evotrace.config.check`); each broken variant of the default fails with
-a message that points at the offending key or value."""
+"""Study configuration: the shipped configs pass `evotrace.config.validate` (the one check the Snakefile
+and `evotrace setup` run: schema with defaults, then the cross-key checks); each broken variant of the
+default fails with a message that starts with the offending key."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
 from evotrace import config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +17,7 @@ SHIPPED = [p for p in (ROOT / "config" / "config.yaml", ROOT / "config" / "paper
 
 
 def _validate(config: dict) -> dict:
-    validate(config, cfg.schema_path())
-    return cfg.check(config)
+    return cfg.validate(config)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +30,6 @@ def default() -> dict:
 def test_shipped_config_is_valid(path):
     config = _validate(yaml.safe_load(path.read_text()))
     assert config["search"]["torch_threads"] >= 1  # schema defaults were filled in
-
-
-def test_workflow_schema_is_the_package_schema():
-    """The Snakefile validates against workflow/schemas; the CLI against the packaged copy."""
-    assert (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text() == Path(cfg.schema_path()).read_text()
 
 
 def test_defaults_filled(default):
@@ -58,7 +49,7 @@ def test_seeds_expand_to_one_run_per_replicate(default):
     assert list(out["runs"]) == ["one", "rep-seed4", "rep-seed7"]
     assert [out["runs"][r]["seed"] for r in out["runs"]] == [1, 4, 7]
     assert "seeds" not in out["runs"]["rep-seed7"] and out["runs"]["rep-seed7"]["dataset"] == "attn_like"
-    assert cfg.check(out)["runs"] == out["runs"]  # expanding twice changes nothing
+    assert cfg.validate(copy.deepcopy(out)) == out  # validating twice changes nothing
 
 
 def test_default_runs_have_their_own_seeds(default):
@@ -72,10 +63,8 @@ def test_default_runs_have_their_own_seeds(default):
 def test_seed_and_seeds_together_are_rejected(default):
     config = copy.deepcopy(default)
     config["runs"]["nb201-short"]["seeds"] = [1, 2]
-    with pytest.raises(WorkflowError):
-        validate(config, cfg.schema_path())
-    with pytest.raises(cfg.ConfigError, match="either seed or seeds"):
-        cfg.check(config)
+    with pytest.raises(cfg.ConfigError, match=r"^runs\.nb201-short: give either seed or seeds"):
+        cfg.validate(config)
 
 
 def test_replicate_names_must_not_clash(default):
@@ -85,7 +74,7 @@ def test_replicate_names_must_not_clash(default):
     config["runs"]["nb201-short"] = {k: v for k, v in default["runs"]["nb201-short"].items() if k != "seed"}
     config["runs"]["nb201-short"]["seeds"] = [1]
     with pytest.raises(cfg.ConfigError, match="clashes"):
-        cfg.check(config)
+        cfg.validate(config)
 
 
 def test_dataset_quality_scores_its_runs(default):
@@ -129,44 +118,44 @@ def _add_run(name: str, **fields):
     return mutate
 
 
-# (id, mutation, exception raised, regex the message must contain)
-SCHEMA = WorkflowError
-CHECK = cfg.ConfigError
+# (id, mutation, exception raised, regex the message must contain: it starts with the key)
+SCHEMA = CHECK = cfg.ConfigError
 INVALID = [
-    ("unknown-top-level-key", _set("studdy", "x"), SCHEMA, r"'studdy' was unexpected"),
-    ("missing-section", _delete("training"), SCHEMA, r"'training' is a required property"),
-    ("unknown-search-key", _set("search.popuation", 10), SCHEMA, r"'popuation' was unexpected[\s\S]*\['search'\]"),
-    ("population-wrong-type", _set("search.population", "100"), SCHEMA, r"'100' is not of type 'integer'[\s\S]*On instance\['search'\]\['population'\]"),
-    ("negative-candidates", _set("search.candidates", -5), SCHEMA, r"-5 is less than the minimum of 1[\s\S]*On instance\['search'\]\['candidates'\]"),
-    ("sample-below-two", _set("search.sample", 1), SCHEMA, r"On instance\['search'\]\['sample'\]"),
+    ("unknown-top-level-key", _set("studdy", "x"), SCHEMA, r"^config: .*'studdy' was unexpected"),
+    ("missing-section", _delete("training"), SCHEMA, r"^config: 'training' is a required property"),
+    ("unknown-search-key", _set("search.popuation", 10), SCHEMA, r"^search: .*'popuation' was unexpected"),
+    ("population-wrong-type", _set("search.population", "100"), SCHEMA, r"^search\.population: '100' is not of type 'integer'"),
+    ("negative-candidates", _set("search.candidates", -5), SCHEMA, r"^search\.candidates: -5 is less than the minimum of 1"),
+    ("sample-below-two", _set("search.sample", 1), SCHEMA, r"^search\.sample: 1 is less than the minimum of 2"),
     ("sample-not-below-population", _set("search.sample", 100), CHECK, r"search: .*sample < population < candidates, got s=100, p=100"),
     ("population-not-below-candidates", _set("search.population", 1000), CHECK, r"search: .*got s=5, p=1000, N=1000"),
     ("run-unknown-dataset", _set("runs.nb201-short.dataset", "mnist"), CHECK, r"runs\.nb201-short\.dataset: 'mnist' is not one of datasets"),
-    ("run-unknown-space", _set("runs.nb201-short.space", "darts"), SCHEMA, r"'darts' is not one of \['nb201', 'attn'\][\s\S]*\['runs'\]\['nb201-short'\]\['space'\]"),
+    ("run-unknown-space", _set("runs.nb201-short.space", "darts"), CHECK, r"^runs\.nb201-short\.space: unknown search space 'darts'; known: \['attn', 'nb201'"),
     ("nb201-on-tabular", _set("runs.nb201-short.dataset", "attn_like"), CHECK, r"runs\.nb201-short: space 'nb201' needs a dataset from .*'attn_like' is 'generated-attn'"),
     ("attn-on-images", _set("runs.attn-seed1.dataset", "digits"), CHECK, r"runs\.attn-seed1: space 'attn' needs a dataset from"),
-    ("space-options-wrong-space", _set("runs.nb201-short.space_options", {"C": 8, "widths": [16, 96, 16]}), CHECK, r"runs\.nb201-short\.space_options: \['widths'\] do not apply to space 'nb201'"),
-    ("space-options-unknown", _set("runs.attn-seed1.space_options", {"depth": 3}), SCHEMA, r"'depth' was unexpected[\s\S]*\['runs'\]\['attn-seed1'\]\['space_options'\]"),
-    ("widths-first-above-last", _set("runs.attn-seed1.space_options.widths", [96, 16, 16]), CHECK, r"runs\.attn-seed1\.space_options\.widths: first 96 > last 16"),
-    ("widths-length", _set("runs.attn-seed1.space_options.widths", [16, 96]), SCHEMA, r"\[16, 96\] is too short[\s\S]*\['widths'\]"),
-    ("bad-activation", _set("runs.attn-seed1.space_options.activations", ["relu", "gelu"]), SCHEMA, r"'gelu' is not one of \['linear', 'swish', 'relu', 'tanh', 'sigmoid'\]"),
+    ("space-options-wrong-space", _set("runs.nb201-short.space_options", {"C": 8, "widths": [16, 96, 16]}), CHECK, r"^runs\.nb201-short\.space_options: .*'widths' was unexpected"),
+    ("space-options-unknown", _set("runs.attn-seed1.space_options", {"depth": 3}), CHECK, r"^runs\.attn-seed1\.space_options: .*'depth' was unexpected"),
+    ("widths-first-above-last", _set("runs.attn-seed1.space_options.widths", [96, 16, 16]), CHECK, r"^runs\.attn-seed1\.space_options: widths: first 96 > last 16"),
+    ("widths-length", _set("runs.attn-seed1.space_options.widths", [16, 96]), CHECK, r"^runs\.attn-seed1\.space_options\.widths: \[16, 96\] is too short"),
+    ("bad-activation", _set("runs.attn-seed1.space_options.activations", ["relu", "gelu"]), CHECK, r"^runs\.attn-seed1\.space_options\.activations\.1: 'gelu' is not one of \['linear', 'swish', 'relu', 'tanh', 'sigmoid'\]"),
     ("quanta-above-workers", _set("search.scheduling.quanta", 9), CHECK, r"runs\.nb201-short\.scheduling\.quanta: 9 exceeds search\.workers=8"),
     ("run-quanta-above-workers", _set("runs.attn-seed2.scheduling", {"quanta": 16}), CHECK, r"runs\.attn-seed2\.scheduling\.quanta: 16 exceeds"),
     ("zero-mutation-weights", _set("search.mutation.positions", [0, 0, 0]), CHECK, r"mutation\.positions: weights are all zero"),
-    ("bad-mutation-positions", _set("search.mutation.positions", "quadratic"), SCHEMA, r"'quadratic' is not valid under any of the given schemas[\s\S]*\['search'\]\['mutation'\]\['positions'\]"),
+    ("bad-mutation-positions", _set("search.mutation.positions", "quadratic"), SCHEMA, r"^search\.mutation\.positions: 'quadratic' is not"),
     ("trie-run-unknown", _set("analysis.trie.runs", ["nb201-short", "nb201-huge"]), CHECK, r"analysis\.trie\.runs: 'nb201-huge' is not one of runs"),
     ("snapshot-beyond-candidates", _set("analysis.snapshots", [50, 1001]), CHECK, r"analysis\.snapshots: \[1001\] exceed search\.candidates=1000"),
-    ("bad-study-name", _set("study", "my study/1"), SCHEMA, r"'my study/1' does not match[\s\S]*On instance\['study'\]"),
-    ("cache-policy-not-in-enum", _set("transfer.cache.policy", "fifo"), SCHEMA, r"'fifo' is not one of \['none', 'lru', 'popularity'\][\s\S]*\['transfer'\]\['cache'\]\['policy'\]"),
-    ("unknown-source", _set("datasets.digits.source", "mnist"), SCHEMA, r"'mnist' is not one of[\s\S]*\['datasets'\]\['digits'\]\['source'\]"),
-    ("validation-fraction-one", _set("datasets.digits.validation_fraction", 1.0), SCHEMA, r"1\.0 is greater than or equal to the maximum of 1[\s\S]*\['validation_fraction'\]"),
-    ("bad-dataset-name", _set("datasets.my/digits", {"source": "sklearn-digits"}), SCHEMA, r"'my/digits' does not match"),
+    ("bad-study-name", _set("study", "my study/1"), SCHEMA, r"^study: 'my study/1' does not match"),
+    ("cache-policy-not-in-enum", _set("transfer.cache.policy", "fifo"), SCHEMA, r"^transfer\.cache\.policy: 'fifo' is not one of \['none', 'lru', 'popularity'\]"),
+    ("unknown-source", _set("datasets.digits.source", "mnist"), CHECK, r"^datasets\.digits\.source: unknown dataset source 'mnist'; known: \['candle-attn'"),
+    ("validation-fraction-one", _set("datasets.digits.validation_fraction", 1.0), SCHEMA, r"^datasets\.digits\.validation_fraction: 1\.0 is greater than or equal to the maximum of 1"),
+    ("bad-dataset-name", _set("datasets.my/digits", {"source": "sklearn-digits"}), SCHEMA, r"^datasets: 'my/digits' does not match"),
     ("input-blocks-on-images", _set("datasets.digits.input_blocks", 2), CHECK, r"datasets\.digits\.input_blocks: applies to tabular sources only, not 'sklearn-digits'"),
-    ("bad-run-name", _add_run("-x"), SCHEMA, r"'-x' does not match"),
+    ("bad-run-name", _add_run("-x"), SCHEMA, r"^runs: '-x' does not match"),
     ("reserved-run-name", _add_run("traces"), CHECK, r"runs\.traces: the name is reserved"),
-    ("run-missing-epochs", _delete("runs.nb201-long.epochs"), SCHEMA, r"'epochs' is a required property[\s\S]*\['runs'\]\['nb201-long'\]"),
-    ("skip-threshold-above-one", _set("transfer.skip_store.threshold", 1.5), SCHEMA, r"1\.5 is greater than the maximum of 1"),
-    ("quality-unknown", _set("training.quality", "val_loss"), SCHEMA, r"'val_loss' is not one of"),
+    ("run-missing-epochs", _delete("runs.nb201-long.epochs"), SCHEMA, r"^runs\.nb201-long: 'epochs' is a required property"),
+    ("skip-threshold-above-one", _set("transfer.skip_store.threshold", 1.5), SCHEMA, r"^transfer\.skip_store\.threshold: 1\.5 is greater than the maximum of 1"),
+    ("quality-unknown", _set("training.quality", "val_loss"), SCHEMA, r"^training\.quality: 'val_loss' is not one of"),
+    ("train-run-with-model", _set("runs.nb201-long.evaluation", {"kind": "train", "model": "synthetic"}), CHECK, r"^runs\.nb201-long\.evaluation\.model: applies to kind 'simulated' only"),
 ]
 
 
@@ -187,15 +176,33 @@ def test_at_least_twelve_invalid_cases():
 def test_simulated_runs_with_their_own_workers_and_candidates():
     import yaml
 
-    from evotrace.config import ConfigError, check
+    from evotrace.config import ConfigError, validate
 
     config = yaml.safe_load(open("config/scale.yaml"))
-    check(config)
+    validate(config)
     assert {r["workers"] for r in config["runs"].values()} == {39, 256, 1000}
     assert max(r["candidates"] for r in config["runs"].values()) == 100000
     config["runs"]["w39"]["candidates"] = 50
     with pytest.raises(ConfigError, match=r"runs\.w39\.candidates"):
-        check(config)
+        validate(config)
     config["runs"]["w39"].update(candidates=1000, evaluation={"kind": "train", "model": "synthetic"})
     with pytest.raises(ConfigError, match="kind 'simulated' only"):
-        check(config)
+        validate(config)
+
+
+def test_defaults_below_an_absent_section_are_filled(default):
+    """Readers index the config (and the run spec built from it) without defaults of their own."""
+    from evotrace.runspec import build_spec
+
+    config = copy.deepcopy(default)
+    config["transfer"] = {}
+    config["runs"]["nb201-short"].pop("space_options", None)
+    spec = build_spec(config, "nb201-short", "d.npz", {"input_shape": [1, 8, 8], "num_classes": 10})
+    assert config["transfer"] == {"fine_tune_epochs": 0, "skip_store": {"enabled": False, "threshold": 0.01},
+                                  "cache": {"policy": "popularity", "capacity_mb": 64, "min_donations": 5}}
+    assert spec["transfer"]["cache"] == {**config["transfer"]["cache"], "window": config["search"]["population"]}
+    assert spec["evaluation"] == {"kind": "train"} and spec["search"]["stage_boundary"] == "wait"
+    assert spec["space_options"]["C"] == 16 and spec["space_options"]["N"] == 5
+    assert cfg.defaults("transfer") == config["transfer"]
+    assert cfg.defaults("training") == {"batch_size": 128, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+                                        "weight_decay": 0.0005, "quality": "val_accuracy"}

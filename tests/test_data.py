@@ -27,7 +27,7 @@ def digits(tmp_path_factory):
 
 def test_digits_shapes_split_and_scaling(digits):
     assert digits.input_shape == (1, 8, 8) and digits.num_classes == 10 and digits.blocks == ()
-    assert digits.source == "sklearn-digits" and digits.is_image
+    assert digits.source == "sklearn-digits" and data.get_source(digits.source).kind == "image"
     assert digits.x_train.dtype == np.float32 and digits.y_train.dtype == np.int64
     assert len(digits.x_train) + len(digits.x_val) == 1797
     assert len(digits.x_val) == 360
@@ -281,13 +281,14 @@ def test_verify(tmp_path, capsys):
 
 
 def test_download_constants():
-    assert data.DOWNLOADS["cifar10"] == {
+    assert data.SOURCES["cifar10"].download == {
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "file": "cifar-10-python.tar.gz",
         "md5": "c58f30108f718f92721af3b95e74349a",
     }
-    assert data.DOWNLOADS["candle-attn"]["url"].endswith("/Pilot1/uno/top_21_1fold_001.h5")
-    assert data.DOWNLOADS["candle-attn"]["md5"] is None
+    assert data.SOURCES["candle-attn"].download["url"].endswith("/Pilot1/uno/top_21_1fold_001.h5")
+    assert data.SOURCES["candle-attn"].download["md5"] is None
+    assert {n for n, s in data.SOURCES.items() if s.download is None} == {"sklearn-digits", "sklearn-breast-cancer", "generated-attn"}
 
 
 def test_load_errors(tmp_path, digits):

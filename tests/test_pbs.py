@@ -300,6 +300,7 @@ def snakemake(tmp_path, *args, env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=150)
 
 
+@pytest.mark.slow
 def test_snakemake_through_fake_pbs(env, tmp_path):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     profile = polaris_profile(tmp_path)
@@ -322,6 +323,7 @@ def test_snakemake_through_fake_pbs(env, tmp_path):
     assert last["name"] == "smk-summarize" and last["Exit_status"] == 1
 
 
+@pytest.mark.slow
 def test_local_profile_runs_mpi_rule(env, tmp_path):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     done = snakemake(tmp_path, "--profile", str(REPO / "profiles/local"), env=env)
@@ -350,6 +352,7 @@ def qstat_calls(state: Path) -> list[list[str]]:
             for line in lines if line.split()[1] == "qstat"]
 
 
+@pytest.mark.slow
 def test_one_qstat_per_cycle_for_all_jobs(env, tmp_path):
     (tmp_path / "Snakefile").write_text(PARALLEL)
     run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_PBS_POLL": "1"}
@@ -364,6 +367,7 @@ def test_one_qstat_per_cycle_for_all_jobs(env, tmp_path):
     assert len(jobs) == 6 and all(j["Exit_status"] == 0 for j in jobs)
 
 
+@pytest.mark.slow
 def test_ctrl_c_deletes_every_submitted_job(env, tmp_path):
     (tmp_path / "Snakefile").write_text(PARALLEL)
     run_env = {**env, "EVOTRACE_VENV": str(VENV_BIN.parent), "EVOTRACE_PBS_POLL": "1"}
@@ -426,6 +430,7 @@ def test_walltime_killed_search_finishes_through_the_retry(env, tmp_path):
     assert (logs / "search.log").resolve() == (logs / "search.log.2").resolve()
 
 
+@pytest.mark.slow
 def test_dry_run_plans_queue_and_nodes(env, tmp_path):
     """The default study's searches (W=8: 9 ranks) need 3 nodes; a forced queue too small for them
     stops the run while the DAG is built, before any qsub."""

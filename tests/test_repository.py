@@ -184,6 +184,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stage,mode",
     [("half_written", "exit"), ("tensors_written", "exit"), ("tensors_published", "exit"), ("half_written", "kill")],

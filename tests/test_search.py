@@ -47,9 +47,10 @@ def make_spec(tmp_path, data, *, n=40, p=10, s=3, workers=2, seed=5, transfer=Fa
         "analysis": {},
     }
     from evotrace.data import load
+    from evotrace.spaces import AttnSpace
 
     ds = load(data)
-    spec = build_spec(config, "r", str(data), {"input_shape": ds.input_shape, "num_classes": ds.num_classes, "blocks": ds.blocks})
+    spec = build_spec(config, "r", str(data), AttnSpace.dataset_options(ds))
     spec.update(extra)
     path = tmp_path / "run" / "spec.json"
     write_spec(spec, path)

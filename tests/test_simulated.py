@@ -160,7 +160,7 @@ def test_no_transfer_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit, match="sample < population < candidates"):
         main(["simulate", "--space", "nb201", "--candidates", "10", "--population", "20",
               "--sample", "3", "--workers", "4", "--seed", "1", "--out", str(out)])
-    with pytest.raises(SystemExit, match="unknown simulation model"):
+    with pytest.raises(SystemExit, match=r"evaluation\.model: 'gaussian' does not match"):
         main(["simulate", "--space", "nb201", "--candidates", "100", "--population", "20", "--sample", "3",
               "--workers", "4", "--seed", "1", "--model", "gaussian", "--out", str(out)])
 

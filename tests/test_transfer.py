@@ -239,8 +239,10 @@ def test_should_store_threshold_and_rank():
 
 def test_a_fully_inherited_child_reports_zero_epochs_trained(tmp_path):
     """A clone of its donor has nothing left to train: the trace must not claim the configured epochs."""
+    from evotrace.config import defaults
     from evotrace.search.train import train_candidate
 
+    training = {**defaults("training"), "batch_size": 4}
     space, donor_seq, child_seq, input_shape = SPACES["attn"]
     repo = ModelRepository(tmp_path)
     _donor(space, donor_seq, repo)
@@ -250,7 +252,7 @@ def test_a_fully_inherited_child_reports_zero_epochs_trained(tmp_path):
     clone = space.build(donor_seq)
     res = transfer.apply(clone, space, donor_seq, repo.get_manifest(0), len(donor_seq), repo, donor_id=0)
     assert not any(p.requires_grad for p in clone.parameters()) and res.transferred
-    assert train_candidate(clone, data, 3, {"batch_size": 4}, torch.device("cpu"), 0).epochs == 0
+    assert train_candidate(clone, data, 3, training, torch.device("cpu"), 0).epochs == 0
     child = space.build(child_seq)
     transfer.apply(child, space, child_seq, repo.get_manifest(0), common_prefix_len(donor_seq, child_seq), repo)
-    assert train_candidate(child, data, 3, {"batch_size": 4}, torch.device("cpu"), 0).epochs == 3
+    assert train_candidate(child, data, 3, training, torch.device("cpu"), 0).epochs == 3

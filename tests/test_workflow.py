@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts Snakemake
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
@@ -79,7 +81,6 @@ def test_invalid_config_stops_before_any_job(workdir):
     assert "population" in message and "many" in message and "is not of type" in message
 
 
-@pytest.mark.slow
 @pytest.mark.mpi
 def test_small_study_end_to_end(workdir):
     """config/ci.yaml: two real searches with transfer, every table, figure and the report."""

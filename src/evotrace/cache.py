@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import uuid
 from collections import Counter, OrderedDict, deque
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -28,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .durable import warn_once
+from .durable import TMP_PREFIX, atomic_write, warn_once
 from .repository import tensor_hash
 
 log = logging.getLogger("evotrace.cache")
@@ -86,7 +84,7 @@ class PopularityWindow:
 
 
 class TensorCache:
-    def __init__(self, directory, capacity_bytes: int, policy: str = "lru", k: int = 5, window: int = 100,
+    def __init__(self, directory, capacity_bytes: int, policy: str, k: int = 5, window: int = 100,
                  verify: bool = True):
         if policy not in POLICIES:
             raise ValueError(f"unknown cache policy {policy!r}; choose from {POLICIES}")
@@ -102,7 +100,7 @@ class TensorCache:
         self.write_errors = 0
         self.bytes_hit = self.bytes_cached = 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in (*self.directory.glob(f"*{SUFFIX}"), *self.directory.glob(".tmp-*")):
+        for stale in (*self.directory.glob(f"*{SUFFIX}"), *self.directory.glob(f"{TMP_PREFIX}*")):
             stale.unlink(missing_ok=True)  # a cache lives as long as its worker process
 
     # ---------------------------------------------------------------- popularity
@@ -169,15 +167,10 @@ class TensorCache:
             self.rejections += 1
             return False
         path = self.directory / (hashlib.blake2b(tid.encode(), digest_size=16).hexdigest() + SUFFIX)
-        tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            save_file({"t": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"tensor_id": tid})
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                save_file({"t": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"tensor_id": tid})
         except (OSError, SafetensorError) as err:  # best effort: a full or lost node-local disk costs hits only
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             self.write_errors += 1
             self.rejections += 1
             warn_once(log, ("cache", getattr(err, "errno", None) or str(err).split(" at path")[0]), "tensor cache %s: cannot write (%s); tensors are read from the "

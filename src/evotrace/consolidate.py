@@ -4,7 +4,6 @@ truncated or inconsistent run is caught here, with the file named, rather than i
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .durable import atomic_write
 from .trace import (
     CANDIDATES,
     TENSOR_READS,
@@ -122,13 +122,8 @@ def consolidate(inputs, tensor_reads, out_dir) -> tuple[Path, Path]:
 
 def _write(table: pa.Table, schema: pa.Schema, path: Path) -> None:
     """Write through a temporary name so that an interrupted job never leaves a plausible-looking trace."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            writer.write_table(table if table.schema.equals(schema) else table.cast(schema), row_group_size=ROW_GROUP_ROWS)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        writer.write_table(table if table.schema.equals(schema) else table.cast(schema), row_group_size=ROW_GROUP_ROWS)
 
 
 def load_runs(traces_dir) -> dict[str, dict]:

@@ -4,9 +4,10 @@ The `.npz` holds only numeric and string arrays (it loads with `allow_pickle=Fal
 x_train, y_train, x_val, y_val (float32 features, int64 labels), input_shape, num_classes,
 blocks (widths of the tabular feature blocks, one ATTN input each; empty for images) and source.
 
-Sources: three embedded ones (no download, for laptops and CI: two scikit-learn sets and a generated
-tabular task that stands in for ATTN) and the study's two real ones, CIFAR-10 (NAS-Bench-201) and CANDLE ATTN `top_21_1fold_001.h5`, whose download the
-workflow does; `DOWNLOADS` lists their URLs and checksums.
+Sources (the `SOURCES` registry; `register_source` adds one): three embedded ones (no download, for
+laptops and CI: two scikit-learn sets and a generated tabular task that stands in for ATTN) and the
+study's two real ones, CIFAR-10 (NAS-Bench-201) and CANDLE ATTN `top_21_1fold_001.h5`, whose download
+the workflow does from the URL and checksum their `Source.download` names.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-SOURCES = ("sklearn-digits", "sklearn-breast-cancer", "generated-attn", "cifar10", "candle-attn")
+from .durable import atomic_write
 
 # generated-attn: a binary problem shaped like CANDLE ATTN (few positives, many weak features), small
 # enough that a candidate trains no longer than on breast-cancer; GENERATED_ROWS before the split
@@ -43,11 +44,6 @@ CIFAR10_TRAIN_MEMBERS = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1,
 ATTN_URL = "http://ftp.mcs.anl.gov/pub/candle/public/benchmarks/Pilot1/uno/top_21_1fold_001.h5"
 ATTN_FILE = "top_21_1fold_001.h5"
 ATTN_MD5 = None
-
-DOWNLOADS = {
-    "cifar10": {"url": CIFAR10_URL, "file": CIFAR10_FILE, "md5": CIFAR10_MD5},
-    "candle-attn": {"url": ATTN_URL, "file": ATTN_FILE, "md5": ATTN_MD5},
-}
 
 KEYS = ("x_train", "y_train", "x_val", "y_val", "input_shape", "num_classes", "blocks", "source")
 
@@ -69,21 +65,49 @@ class Dataset:
     blocks: tuple[int, ...]
     source: str
 
-    @property
-    def is_image(self) -> bool:
-        return len(self.input_shape) == 3
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset source: `kind` ("image" or "tabular", as `evotrace.spaces.base.DATASET_KINDS`) says
+    which spaces it feeds and whether it takes input_blocks; `download` ({"url", "file", "md5"}) is
+    set for a source the workflow downloads, whose `prepare` then takes the file as first argument."""
+
+    name: str
+    kind: str
+    prepare: Callable[..., Dataset]
+    download: dict | None = None
+
+
+SOURCES: dict[str, Source] = {}
+
+
+def register_source(name: str, kind: str, download: dict | None = None):
+    """Decorator of a prepare function: (path if downloaded, *, validation_fraction, seed,
+    max_train, max_val, input_blocks if tabular) -> Dataset."""
+
+    def register(prepare: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        SOURCES[name] = Source(name, kind, prepare, download)
+        return prepare
+
+    return register
+
+
+def get_source(name: str) -> Source:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise DataError(f"unknown dataset source {name!r}; known: {sorted(SOURCES)}") from None
 
 
 # ---------------------------------------------------------------- file format
 
 
 def save(ds: Dataset, path: str | os.PathLike) -> None:
-    """Write atomically (temporary file + rename) so that an interrupted job leaves no partial output."""
+    """Write atomically so that an interrupted job leaves no partial output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez(
                 f,
                 x_train=np.ascontiguousarray(ds.x_train, dtype=np.float32),
@@ -95,10 +119,6 @@ def save(ds: Dataset, path: str | os.PathLike) -> None:
                 blocks=np.asarray(ds.blocks, dtype=np.int64),
                 source=np.asarray(ds.source),
             )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load(path: str | os.PathLike) -> Dataset:
@@ -216,6 +236,7 @@ def _even_blocks(width: int, n: int) -> tuple[int, ...]:
 # ---------------------------------------------------------------- sources
 
 
+@register_source("sklearn-digits", "image")
 def prepare_digits(validation_fraction=0.2, seed=0, max_train=None, max_val=None) -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -228,6 +249,7 @@ def prepare_digits(validation_fraction=0.2, seed=0, max_train=None, max_val=None
     return Dataset(x_tr, y[tr], x_va, y[va], (1, 8, 8), 10, (), "sklearn-digits")
 
 
+@register_source("sklearn-breast-cancer", "tabular")
 def prepare_breast_cancer(validation_fraction=0.2, seed=0, input_blocks=1, max_train=None, max_val=None) -> Dataset:
     from sklearn.datasets import load_breast_cancer
 
@@ -240,6 +262,7 @@ def prepare_breast_cancer(validation_fraction=0.2, seed=0, input_blocks=1, max_t
     return Dataset(x_tr, y[tr], x_va, y[va], (x.shape[1],), 2, blocks, "sklearn-breast-cancer")
 
 
+@register_source("generated-attn", "tabular")
 def prepare_generated_attn(validation_fraction=0.2, seed=0, input_blocks=1, max_train=None, max_val=None) -> Dataset:
     """A generated stand-in for ATTN, deterministic from `seed`: GENERATED_ROWS rows of
     GENERATED_FEATURES features (a few informative, some redundant, the rest noise) with ATTN's
@@ -305,6 +328,7 @@ def read_cifar_batch(raw: bytes, where: str = "batch") -> tuple[np.ndarray, np.n
     return data.reshape(-1, 3, 32, 32), labels
 
 
+@register_source("cifar10", "image", {"url": CIFAR10_URL, "file": CIFAR10_FILE, "md5": CIFAR10_MD5})
 def prepare_cifar10(path, validation_fraction=0.2, seed=0, max_train=None, max_val=None) -> Dataset:
     """The 50k official training images, split seeded and stratified (0.2 gives the study's 40k/10k);
     the test batch is never read. Per-channel standardization with training statistics."""
@@ -348,8 +372,9 @@ def _attn_labels(frame, path, key) -> np.ndarray:
     return auc.astype(np.int64)
 
 
-def prepare_attn(path, seed=0, input_blocks=None, max_train=None, max_val=None) -> Dataset:
-    """CANDLE's own train/validation split (test unused). Features are kept as stored: attn.py's
+@register_source("candle-attn", "tabular", {"url": ATTN_URL, "file": ATTN_FILE, "md5": ATTN_MD5})
+def prepare_attn(path, validation_fraction=None, seed=0, input_blocks=None, max_train=None, max_val=None) -> Dataset:
+    """CANDLE's own train/validation split (test unused; `validation_fraction` is ignored). Features are kept as stored: attn.py's
     `load_data` assumes the store is already scaled and does not rescale. The x_*_0 and x_*_1
     frames become the two input blocks; `input_blocks` instead cuts the concatenated features into
     that many contiguous, near-equal blocks. Rows are chosen (stratified) before the features
@@ -394,25 +419,17 @@ def prepare_attn(path, seed=0, input_blocks=None, max_train=None, max_val=None) 
 
 
 def prepare(source, input=None, validation_fraction=0.2, seed=0, input_blocks=None, max_train=None, max_val=None) -> Dataset:
-    if source not in SOURCES:
-        raise DataError(f"unknown source {source!r}; one of {list(SOURCES)}")
-    needs_file = source in DOWNLOADS
-    if needs_file and input is None:
-        raise DataError(f"source {source!r} needs --input (the downloaded {DOWNLOADS[source]['file']})")
-    if not needs_file and input is not None:
-        raise DataError(f"source {source!r} ships with scikit-learn and takes no --input")
-    if input_blocks is not None and source in ("sklearn-digits", "cifar10"):
-        raise DataError(f"input_blocks applies to tabular sources only, not {source!r}")
-    common = dict(seed=seed, max_train=max_train, max_val=max_val)
-    if source == "sklearn-digits":
-        return prepare_digits(validation_fraction, **common)
-    if source == "sklearn-breast-cancer":
-        return prepare_breast_cancer(validation_fraction, input_blocks=input_blocks, **common)
-    if source == "generated-attn":
-        return prepare_generated_attn(validation_fraction, input_blocks=input_blocks, **common)
-    if source == "cifar10":
-        return prepare_cifar10(input, validation_fraction, **common)
-    return prepare_attn(input, input_blocks=input_blocks, **common)
+    src = get_source(source)
+    if src.download and input is None:
+        raise DataError(f"source {source!r} needs --input (the downloaded {src.download['file']})")
+    if not src.download and input is not None:
+        raise DataError(f"source {source!r} is embedded (no download) and takes no --input")
+    options = dict(validation_fraction=validation_fraction, seed=seed, max_train=max_train, max_val=max_val)
+    if input_blocks is not None:
+        if src.kind != "tabular":
+            raise DataError(f"input_blocks applies to tabular sources only, not {source!r}")
+        options["input_blocks"] = input_blocks
+    return src.prepare(input, **options) if src.download else src.prepare(**options)
 
 
 # ---------------------------------------------------------------- CLI
@@ -468,7 +485,7 @@ def _positive(text: str) -> int:
 def register(sub) -> None:
     data = sub.add_parser("data", help="prepare and verify datasets").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("prepare", help="write a dataset .npz (train/validation split, scaled, with metadata)")
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--source", required=True, choices=sorted(SOURCES))
     p.add_argument("--input", help="downloaded file: cifar-10-python.tar.gz or top_21_1fold_001.h5")
     p.add_argument("--validation-fraction", type=_fraction, default=0.2, help="ignored by candle-attn, which ships its split")
     p.add_argument("--seed", type=int, default=0)

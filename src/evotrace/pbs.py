@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import atomic_write
+
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
 
 # Q queued, H held, W waiting, T transiting, M moved, R running, S suspended, E exiting (still
@@ -445,9 +447,8 @@ def job_status(jobid: str, timeout: float | None = None) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 class Board:

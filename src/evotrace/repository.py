@@ -8,7 +8,7 @@ identity along a lineage (exact deduplication).
 Layout under `root`:
     tensors/{model_id}.safetensors   tensors trained by that model (absent when it owns none)
     models/{model_id}.json           metadata + manifest; published last, so it marks a complete model
-    .tmp-*                           in-flight writes (invisible; `clean()` removes leftovers)
+    .tmp-*                           in-flight writes (durable.temp_path; `clean()` removes leftovers)
 
 A manifest entry: {"tensor_id": "{owner}/{name}", "owner": int, "file": relative path, "key": name
 in that file, "nbytes", "dtype", "shape", "hash": "<algorithm>:<hex>"}. The algorithm is recorded per
@@ -27,7 +27,6 @@ import os
 import re
 import struct
 import time
-import uuid
 import zlib
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Iterable, Mapping
 import torch
 import xxhash
 
-from .durable import write_all
+from .durable import TMP_PREFIX, atomic_write, temp_path, write_all
 
 FORMAT = 1
 HASHES = ("xxh3_128", "sha256", "crc32", "blake2b")
@@ -132,13 +131,13 @@ def _digest(data, algorithm: str) -> str:
 
 
 def write_safetensors(path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                      algorithm: str, threads: int, fsync: bool, progress=None, before_sync=None,
+                      algorithm: str, fsync: bool, progress=None, before_sync=None,
                       after_open=None) -> dict[str, str]:
-    """Write a standard safetensors file (readable by safe_open) and hash each tensor from the very
-    memory the write just read (still in cache): one pass over the bytes, no copy, as a raw write would.
+    """Write a standard safetensors file (read back by the safetensors library: tests/test_repository.py)
+    and hash each tensor from the very memory the write just read (still in cache): one pass over the
+    bytes, no copy, as a raw write would. The library's writer is not used: WRITER_CHOICE says why.
     The file is created exclusively (O_EXCL) at `path`; `after_open()`, if given, is called once it is
-    created and `before_sync(hashes)` once all bytes are written, before the fsync. Returns name -> hash. (`threads` is accepted for
-    compatibility; hashing from a warm cache is cheaper than handing it to another thread.)"""
+    created and `before_sync(hashes)` once all bytes are written, before the fsync. Returns name -> hash."""
     order = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))  # keeps offsets aligned
     header: dict = {"__metadata__": dict(metadata)}
     views = []
@@ -215,12 +214,43 @@ def _write_close(fd: int, data: bytes, fsync: bool) -> None:
         os.close(fd)
 
 
-def _fsync_path(path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class _PendingMetadata:
+    """A put's metadata file, written on a helper thread so that its create and fsync overlap the tensor
+    file's (creating a file and syncing a small one cost about as much as a few MB of data). It is
+    created once the tensor file is (`create`), written once the hashes are known (`submit`), and
+    published only after the tensor file is durable under its final name (`publish`)."""
+
+    def __init__(self, path: Path, meta: dict, fsync: bool):
+        self.path, self.tmp, self.meta, self.fsync = path, temp_path(path), meta, fsync
+        self.blob = b""
+        self._fd = None  # Future of the descriptor
+        self._job = None  # Future of the write
+
+    def create(self) -> None:
+        if self._fd is None:  # after the tensor file's own create: the two would contend
+            self._fd = _meta_pool().submit(_create, self.tmp)
+
+    def submit(self, hashes: Mapping[str, str]) -> None:
+        for name, digest in hashes.items():
+            self.meta["manifest"][name]["hash"] = digest
+        self.blob = json.dumps(self.meta, separators=(",", ":")).encode()
+        self.create()
+        self._job = _meta_pool().submit(_write_close, self._fd.result(), self.blob, self.fsync)
+
+    def publish(self) -> None:
+        self._job.result()  # written (and synced) under its temporary name
+        os.replace(self.tmp, self.path)  # a lost rename only hides the model: no directory fsync
+
+    def abandon(self) -> None:
+        """After a failure: close or finish what the helper thread holds, then remove the temporary file."""
+        try:
+            if self._job is not None:
+                self._job.result()
+            elif self._fd is not None:  # the descriptor was never handed to _write_close
+                os.close(self._fd.result())
+        except BaseException:
+            pass
+        self.tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -277,15 +307,6 @@ class ModelRepository:
     def _tensor_rel(self, model_id: int) -> str:
         return f"tensors/{int(model_id)}.safetensors"
 
-    def _tmp(self, directory: str) -> Path:
-        return self.root / directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
-
-    def _publish(self, tmp: Path, final: Path, sync_dir: bool) -> None:
-        """Rename a written (and, with fsync, already synced) temporary file into place."""
-        os.replace(tmp, final)
-        if self.fsync and sync_dir:
-            _fsync_path(final.parent, directory=True)
-
     def _half_written(self, done: int, total: int) -> None:
         if done == total // 2:
             self._stage("half_written")
@@ -321,11 +342,48 @@ class ModelRepository:
         unknown = sorted(set(inherited) - set(state_dict))
         if unknown:
             raise KeyError(f"model {model_id}: inherited names not in the state_dict: {unknown[:5]}")
+        own, manifest, rewritten = self._split(model_id, state_dict, inherited, verify_inherited)
+        meta = {
+            "format": FORMAT,
+            "model_id": model_id,
+            "arch_seq": [int(v) for v in arch_seq],
+            "quality": None if quality is None else float(quality),
+            "file": self._tensor_rel(model_id) if own else None,
+            "created": time.time(),
+            "extra": extra or {},
+            "manifest": manifest,
+        }
+        pending = _PendingMetadata(meta_path, meta, self.fsync)
+        try:
+            file_bytes = self._write_tensors(model_id, own, pending) if own else 0
+            if not own:
+                pending.submit({})
+            self._stage("tensors_published")
+            pending.publish()
+        except BaseException:
+            pending.abandon()
+            raise
+        written = file_bytes + len(pending.blob)
+        self.bytes_written += written
+        self.tensors_written += len(own)
+        self._remember(model_id, self._record(meta))
+        return PutResult(
+            model_id=model_id,
+            bytes_written=written,
+            tensors_written=len(own),
+            tensors_inherited=len(state_dict) - len(own),
+            rewritten=rewritten,
+            file=meta["file"],
+            seconds=time.perf_counter() - t0,
+        )
 
+    def _split(self, model_id: int, state_dict: dict, inherited: dict, verify: bool):
+        """The tensors this model writes itself, its manifest (inherited entries kept, own entries
+        with their hash still to fill) and the inherited names that no longer matched their donor."""
         manifest: dict[str, dict] = {}
         own: dict[str, torch.Tensor] = {}
         rewritten = []
-        same = self._same(inherited, state_dict, verify_inherited)
+        same = self._same(inherited, state_dict, verify)
         for name, tensor in state_dict.items():
             entry = inherited.get(name)
             if entry is not None and same[name]:
@@ -333,9 +391,8 @@ class ModelRepository:
                 continue
             if entry is not None:
                 rewritten.append(name)
-            own[name] = tensor.detach().contiguous()
-
-        rel = self._tensor_rel(model_id) if own else None
+            own[name] = tensor.contiguous()
+        rel = self._tensor_rel(model_id)
         for name, tensor in own.items():
             manifest[name] = {
                 "tensor_id": f"{model_id}/{name}",
@@ -347,89 +404,20 @@ class ModelRepository:
                 "shape": list(tensor.shape),
                 "hash": None,  # filled in while the tensor file is written
             }
-        meta = {
-            "format": FORMAT,
-            "model_id": model_id,
-            "arch_seq": [int(v) for v in arch_seq],
-            "quality": None if quality is None else float(quality),
-            "file": rel,
-            "created": time.time(),
-            "extra": extra or {},
-            "manifest": manifest,
-        }
+        return own, manifest, rewritten
 
-        # The metadata goes to its own temporary file on a helper thread, overlapping the tensor file's
-        # write and fsync (creating a file and syncing a small one cost about as much as a few MB of
-        # data here). Only its rename publishes the model, and that comes after the tensor file is
-        # durable under its final name (file fsync, rename, directory fsync).
-        pool = _meta_pool()
-        meta_tmp = self._tmp("models")
-        meta_fd = None
-        meta_job = None
-
-        def create_meta() -> None:  # after the tensor file's own create: the two would contend
-            nonlocal meta_fd
-            meta_fd = pool.submit(_create, meta_tmp)
-        blob = b""
-
-        def submit_meta(hashes: Mapping[str, str]) -> None:
-            nonlocal meta_job, blob
-            for name, digest in hashes.items():
-                manifest[name]["hash"] = digest
-            blob = json.dumps(meta, separators=(",", ":")).encode()
-            if meta_fd is None:
-                create_meta()
-            fd = meta_fd.result()
-            meta_job = pool.submit(_write_close, fd, blob, self.fsync)
-
-        file_bytes = 0
-        try:
-            if own:
-                tmp = self._tmp("tensors")
-                try:
-                    write_safetensors(
-                        tmp, own, {"model_id": str(model_id), "format": str(FORMAT)},
-                        self.hash_algorithm, self.hash_threads, self.fsync,
-                        progress=None if self._crash_hook is None else self._half_written,
-                        before_sync=submit_meta, after_open=create_meta,
-                    )
-                    self._stage("tensors_written")
-                    self._publish(tmp, self.root / rel, sync_dir=True)  # durable before any metadata names it
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                file_bytes = (self.root / rel).stat().st_size
-            else:
-                submit_meta({})
-            self._stage("tensors_published")
-            meta_job.result()  # metadata written (and synced) under its temporary name
-            self._publish(meta_tmp, meta_path, sync_dir=False)  # a lost rename only hides the model
-        except BaseException:
-            if meta_job is None and meta_fd is not None:  # the descriptor was never handed to _write_close
-                try:
-                    os.close(meta_fd.result())
-                except BaseException:
-                    pass
-            elif meta_job is not None:
-                try:
-                    meta_job.result()
-                except BaseException:
-                    pass
-            meta_tmp.unlink(missing_ok=True)
-            raise
-        written = file_bytes + len(blob)
-        self.bytes_written += written
-        self.tensors_written += len(own)
-        self._remember(model_id, self._record(meta))
-        return PutResult(
-            model_id=model_id,
-            bytes_written=written,
-            tensors_written=len(own),
-            tensors_inherited=len(state_dict) - len(own),
-            rewritten=rewritten,
-            file=rel,
-            seconds=time.perf_counter() - t0,
-        )
+    def _write_tensors(self, model_id: int, own: dict, pending: _PendingMetadata) -> int:
+        """Write the tensor file, handing the hashes to the metadata writer before the fsync, and publish
+        it durably (directory fsync) before any metadata names it. Returns its size."""
+        final = self.root / self._tensor_rel(model_id)
+        with atomic_write(final, sync_dir=self.fsync) as tmp:
+            write_safetensors(
+                tmp, own, {"model_id": str(model_id), "format": str(FORMAT)}, self.hash_algorithm, self.fsync,
+                progress=None if self._crash_hook is None else self._half_written,
+                before_sync=pending.submit, after_open=pending.create,
+            )
+            self._stage("tensors_written")
+        return final.stat().st_size
 
     def _same(self, inherited: Mapping[str, dict], state_dict, verify: bool) -> dict[str, bool]:
         """Whether each inherited tensor still matches its donor entry (dtype, shape, and hash if `verify`)."""
@@ -569,14 +557,6 @@ class ModelRepository:
             i = j
         return sum(p[3]["nbytes"] for p in plan)
 
-    @staticmethod
-    def _check_shape(entry: dict, tensor: torch.Tensor, path) -> None:
-        if _dtype_name(tensor.dtype) != entry["dtype"] or list(tensor.shape) != list(entry["shape"]):
-            raise CorruptTensor(
-                entry["owner"], entry["key"], path,
-                f"stored {_dtype_name(tensor.dtype)}{list(tensor.shape)}, manifest {entry['dtype']}{entry['shape']}",
-            )
-
     def load(self, model_id: int, names: Iterable[str] | None = None, verify: bool = True) -> dict[str, torch.Tensor]:
         """Tensors of a stored model by state_dict name (all when `names` is None), wherever they live."""
         manifest = self.get_manifest(model_id)
@@ -639,7 +619,7 @@ class ModelRepository:
         now, removed = time.time(), []
         for sub in ("tensors", "models"):
             for entry in os.scandir(self.root / sub):
-                if entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > max_age_s:
+                if entry.name.startswith(TMP_PREFIX) and now - entry.stat().st_mtime > max_age_s:
                     os.unlink(entry.path)
                     removed.append(f"{sub}/{entry.name}")
         alive = set(self.refcounts())
@@ -658,8 +638,3 @@ class ModelRepository:
             "tensors_read": self.tensors_read,
             "tensors_written": self.tensors_written,
         }
-
-
-def manifest_nbytes(manifest: Mapping[str, dict]) -> int:
-    return sum(e["nbytes"] for e in manifest.values())
-

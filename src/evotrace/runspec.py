@@ -4,34 +4,32 @@ the search command reads a single JSON file (`results/<study>/<run>/spec.json`).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
 def training_of(config: dict, dataset: str) -> dict:
     """The training settings of a run: the study's, scored by the dataset's own `quality` when it
     names one (a metric belongs to the task: AUC for an imbalanced one, accuracy for digits)."""
-    training = dict(config.get("training", {}))
+    training = dict(config["training"])
     quality = config["datasets"][dataset].get("quality")
     if quality:
         training["quality"] = quality
     return training
 
 
-def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> dict:
-    """`dataset_meta`: input_shape, num_classes and blocks of the prepared dataset."""
+def build_spec(config: dict, run: str, data_path: str, dataset_options: dict) -> dict:
+    """`config` is validated (and completed) here; `dataset_options`: the space options the prepared
+    dataset fixes (`space_class(name).dataset_options(meta)`), or {} for the space's own defaults."""
+    from .config import validate
     from .spaces import make_space
 
+    validate(config)
     r = config["runs"][run]
     search = config["search"]
-    options = dict(r.get("space_options", {}))
-    if r["space"] == "nb201":
-        options["input_shape"] = list(dataset_meta["input_shape"])
-    else:
-        options["input_blocks"] = list(dataset_meta["blocks"])
-    options["num_classes"] = int(dataset_meta["num_classes"])
-    space = make_space(r["space"], **options)
-    transfer = config.get("transfer", {})
-    cache = dict(transfer.get("cache", {}))
+    space = make_space(r["space"], **r["space_options"], **dataset_options)
+    transfer = config["transfer"]
+    cache = dict(transfer["cache"])
     cache.setdefault("window", search["population"])
     return {
         "study": config["study"],
@@ -49,19 +47,19 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
             "population": search["population"],
             "sample": search["sample"],
             "workers": r.get("workers", search["workers"]),
-            "torch_threads": search.get("torch_threads", 1),
-            "mutation": r.get("mutation", search.get("mutation", {"positions": "uniform"})),
-            "quanta": r.get("scheduling", search.get("scheduling", {"quanta": 1}))["quanta"],
-            "stage_boundary": search.get("stage_boundary", "wait"),
+            "torch_threads": search["torch_threads"],
+            "mutation": r.get("mutation", search["mutation"]),
+            "quanta": r.get("scheduling", search["scheduling"])["quanta"],
+            "stage_boundary": search["stage_boundary"],
         },
         "training": training_of(config, r["dataset"]),
         "transfer": {
-            "enabled": r.get("transfer", True),
-            "fine_tune_epochs": transfer.get("fine_tune_epochs", 0),
+            "enabled": r["transfer"],
+            "fine_tune_epochs": transfer["fine_tune_epochs"],
             "cache": cache,
-            "skip_store": transfer.get("skip_store", {"enabled": False, "threshold": 0.01}),
+            "skip_store": transfer["skip_store"],
         },
-        "evaluation": r.get("evaluation", {"kind": "train"}),
+        "evaluation": r["evaluation"],
     }
 
 
@@ -77,14 +75,21 @@ def write_spec(spec: dict, path) -> None:
 def _setup(args) -> int:
     import yaml
 
-    from .config import check
-    from .data import load
+    from .config import ConfigError, validate
+    from .data import DataError, load
+    from .spaces import space_class
 
-    config = json.loads(Path(args.config_json).read_text()) if args.config_json.endswith(".json") else yaml.safe_load(Path(args.config_json).read_text())
-    check(config)
-    ds = load(args.data)
-    meta = {"input_shape": list(ds.input_shape), "num_classes": int(ds.num_classes), "blocks": list(ds.blocks)}
-    spec = build_spec(config, args.run, args.data, meta)
+    text = Path(args.config_json).read_text()
+    config = json.loads(text) if args.config_json.endswith(".json") else yaml.safe_load(text)
+    try:
+        validate(config)
+        if args.run not in config["runs"]:
+            raise ConfigError(f"--run: {args.run!r} is not one of runs {sorted(config['runs'])}")
+        options = space_class(config["runs"][args.run]["space"]).dataset_options(load(args.data))
+        spec = build_spec(config, args.run, args.data, options)
+    except (ConfigError, DataError) as err:
+        print(f"evotrace setup: {args.config_json}: {err}", file=sys.stderr)
+        return 1
     write_spec(spec, args.out)
     print(f"{args.run}: space {spec['space']} with {len(spec['num_choices'])} variable nodes, size {spec['space_size']}")
     return 0

@@ -54,6 +54,22 @@ TENSOR_READS = pa.schema(
     ]
 )
 
+# Who fills which candidates column; every other spelling of the columns derives from these.
+# The master, when it creates a candidate:
+CREATED = ("job_id", "stage", "arch_seq", "parent_id", "mutation_pos", "population_version", "submit_time")
+# the master, when the result arrives (times moved onto its clock, the quality judged, the insertion):
+JUDGED = ("start_time", "end_time", "quality", "status", "insert_seq")
+# the worker's report (a real or simulated worker), with the value each column has when it never got
+# that far (a failure before training, a candidate without a donor):
+REPORTED = {
+    "worker": -1, "host": "", "pid": None, "error": None, "warning": None, "epochs": 0, "train_seconds": None,
+    "donor_id": None, "prefix_len": None, "n_transferred_tensors": 0, "bytes_read": 0, "bytes_written": 0,
+    "stored": False, "transfer_seconds": 0.0, "cache_hits": 0,
+}
+# the per-tensor columns of tensor_reads a worker reports; the master adds run, job_id, worker, start_time
+READ_COLUMNS = ("tensor_id", "owner_id", "position", "nbytes", "cache_hit")
+
+
 METADATA_KEY = b"evotrace"
 
 

@@ -166,7 +166,7 @@ class PrefixIndex:
 # --------------------------------------------------------------------------- weight transfer
 @dataclass
 class TensorRead:
-    """One transferred tensor, as a row of the tensor_reads trace."""
+    """One transferred tensor, as a row of the tensor_reads trace: its fields are evotrace.trace.READ_COLUMNS."""
 
     tensor_id: str
     owner_id: int
@@ -193,23 +193,14 @@ class TransferResult:
         return [r.tensor_id for r in self.reads]
 
     def summary(self) -> dict:
-        """The transfer columns of a candidates row (evotrace.trace.CANDIDATES)."""
-        return {
-            "donor_id": self.donor_id,
-            "prefix_len": self.lcp,
-            "n_transferred_tensors": len(self.transferred),
-            "bytes_read": self.bytes_read,
-            "transfer_seconds": self.seconds,
-            "cache_hits": self.cache_hits,
-        }
+        """The read side of a worker's report (evotrace.trace.REPORTED); donor_id and prefix_len are the
+        caller's to set, only when a tensor was actually copied."""
+        return {"n_transferred_tensors": len(self.transferred), "bytes_read": self.bytes_read,
+                "transfer_seconds": self.seconds, "cache_hits": self.cache_hits}
 
     def read_rows(self) -> list[dict]:
-        """The per-tensor columns of tensor_reads rows; the caller adds run, job_id, worker, start_time."""
-        return [
-            {"tensor_id": r.tensor_id, "owner_id": r.owner_id, "position": r.position, "nbytes": r.nbytes,
-             "cache_hit": r.cache_hit}
-            for r in self.reads
-        ]
+        """The READ_COLUMNS of tensor_reads rows (TensorRead's fields); the master adds the others."""
+        return [vars(r).copy() for r in self.reads]
 
 
 def transferable(

@@ -5,20 +5,19 @@ import re
 import shlex
 import sys
 
-from snakemake.utils import validate
+from evotrace.analysis import RQS
+from evotrace.config import validate
+from evotrace.data import SOURCES
 
-from evotrace.config import check
-from evotrace.data import DOWNLOADS
-
-validate(config, schema="../schemas/config.schema.yaml")
-check(config)
+validate(config)
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
 LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
-RQS = ["rq1", "rq2", "rq3", "rq4", "rq5"]
+# research questions whose rules live in their own file (rq5.smk), not in rq.smk's loop
+OWN_RULES = {"rq5"}
 
 
 wildcard_constraints:
@@ -26,7 +25,7 @@ wildcard_constraints:
 
 
 FIGURE_FORMATS = ["html", "pdf", "png"]
-DOWNLOADED = {"cifar10", "candle-attn"}
+DOWNLOADS = {name: s.download for name, s in SOURCES.items() if s.download}
 ENV = "../envs/evotrace.yaml"
 
 # Rules find the project's programs (`evotrace`, and a venv's PyPI `mpiexec`) beside the interpreter
@@ -129,7 +128,7 @@ def checksum_of(wildcards):
 
 def download_of(wildcards):
     source = config["datasets"][wildcards.dataset]["source"]
-    if source in DOWNLOADED:
+    if source in DOWNLOADS:
         return f"resources/downloads/{source}/{DOWNLOADS[source]['file']}"
     return []
 
@@ -138,8 +137,8 @@ def prepare_options(wildcards):
     ds = config["datasets"][wildcards.dataset]
     flags = [
         f"--source {ds['source']}",
-        f"--validation-fraction {ds.get('validation_fraction', 0.2)}",
-        f"--seed {ds.get('seed', 0)}",
+        f"--validation-fraction {ds['validation_fraction']}",
+        f"--seed {ds['seed']}",
     ]
     for key in ("input_blocks", "max_train", "max_val"):
         if key in ds:

@@ -4,7 +4,7 @@ rule download:
     log:
         "logs/downloads/{source}/{file}.log",
     wildcard_constraints:
-        source="|".join(DOWNLOADED),
+        source="|".join(DOWNLOADS),
     localrule: True
     conda:
         ENV

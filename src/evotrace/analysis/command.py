@@ -1,5 +1,5 @@
 """`evotrace analyze` (every table of one research question -> CSV) and `evotrace summary` (key numbers
-per run). Research-question modules are imported lazily so the command exists before they do.
+per run). Research-question modules are imported only when asked for (each pulls in its own dependencies).
 
 Analysis tables travel to the figures as CSV; cells holding lists (prefixes, architecture sequences)
 are written as JSON and decoded on load by `write_table`/`read_table`, the one place that knows it."""
@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import RQS
 from .common import is_ok
-
-RQS = ("rq1", "rq2", "rq3", "rq4", "rq5")
 
 
 # --- tables as CSV -------------------------------------------------------------------------------
@@ -69,14 +68,10 @@ def read_tables(tables_dir) -> dict[str, pd.DataFrame]:
 # --- analyze -------------------------------------------------------------------------------------
 
 def rq_module(rq: str, package: str = "evotrace.analysis"):
-    """The module of one research question, imported only when asked for; KeyError if not built yet."""
-    name = f"{package}.{rq}"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name != name:
-            raise
-        raise KeyError(f"{name} does not exist yet") from None
+    """The module of one research question (one of RQS) in `package`."""
+    if rq not in RQS:
+        raise KeyError(f"unknown research question {rq!r}; known: {list(RQS)}")
+    return importlib.import_module(f"{package}.{rq}")
 
 
 def load_params(config_json, traces_dir=None, runs: dict | None = None) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from .common import (arch_matrix, concat_runs, inserted, is_ok, num_choices, population_sample, population_size,
+from .common import (arch_matrix, concat_runs, inserted, num_choices, population_sample, population_size,
                      prefix_ids, prefix_keys, seq_label)
 
 ROLES = {"donor": "donor_id", "parent": "parent_id"}  # and "tensor": the reads of each tensor

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..trace import CANDIDATES, TENSOR_READS, with_run_metadata
+from ..durable import TMP_PREFIX, temp_path
+from ..trace import CANDIDATES, CREATED, JUDGED, READ_COLUMNS, REPORTED, TENSOR_READS, with_run_metadata
 from .journal import Journal, JournalError, SearchLock, SearchLocked, changed_keys, fingerprint
-from .regevo import Candidate, RegularizedEvolution, StarvedPopulation
+from .regevo import Candidate, RegularizedEvolution
 
 log = logging.getLogger("evotrace.search")
 
@@ -46,7 +47,9 @@ class ReadLog:
     """Each job's tensor reads, packed: a 100k-candidate search makes millions of reads, and a dict per
     read would hold ~250 bytes each for the whole run. Set and get lists of read dicts per job."""
 
-    _INTS = (("owner_id", "q"), ("position", "h"), ("nbytes", "q"))
+    _INTS = tuple((f.name, {pa.int64(): "q", pa.int32(): "i", pa.int16(): "h"}[f.type]) for f in TENSOR_READS
+                  if f.name in READ_COLUMNS and pa.types.is_integer(f.type))
+    _ORDER = ("tensor_id", *(name for name, _ in _INTS), "cache_hit")  # the packed tuple's order
 
     def __init__(self):
         self._jobs: dict[int, tuple] = {}
@@ -57,9 +60,7 @@ class ReadLog:
                               bytes(bool(r["cache_hit"]) for r in reads))
 
     def __getitem__(self, job_id: int) -> list[dict]:
-        ids, owners, positions, nbytes, hits = self._jobs[job_id]
-        return [{"tensor_id": t, "owner_id": o, "position": p, "nbytes": b, "cache_hit": bool(h)}
-                for t, o, p, b, h in zip(ids, owners, positions, nbytes, hits)]
+        return [{**dict(zip(self._ORDER, row)), "cache_hit": bool(row[-1])} for row in zip(*self._jobs[job_id])]
 
     def get(self, job_id: int, default=None):
         return self[job_id] if job_id in self._jobs else default
@@ -80,17 +81,18 @@ class ReadLog:
         return len(self._jobs)
 
     def columns(self, jobs: list[int]) -> dict[str, list]:
-        """The read columns of `jobs`, in order, plus a `job_id` column."""
-        cols = {"job_id": [], "tensor_id": [], "owner_id": array("q"), "position": array("h"),
-                "nbytes": array("q"), "cache_hit": []}
+        """The READ_COLUMNS of `jobs`, in order (integers as numpy arrays), plus a `job_id` column."""
+        ints = [name for name, _ in self._INTS]
+        cols = {"job_id": [], "tensor_id": [], **{name: array(code) for name, code in self._INTS}, "cache_hit": []}
         for job_id in jobs:
-            ids, owners, positions, nbytes, hits = self._jobs[job_id]
+            ids, *packed, hits = self._jobs[job_id]
             cols["job_id"] += [job_id] * len(ids)
             cols["tensor_id"] += ids
-            cols["owner_id"] += owners
-            cols["position"] += positions
-            cols["nbytes"] += nbytes
+            for name, values in zip(ints, packed):
+                cols[name] += values
             cols["cache_hit"] += [bool(h) for h in hits]
+        for name, code in self._INTS:
+            cols[name] = np.frombuffer(cols[name], dtype=np.dtype(code))
         return cols
 
 
@@ -137,12 +139,8 @@ class TraceBook:
 
     def _row(self, job_id: int) -> dict:
         c, d = self.created[job_id], self.done[job_id]
-        return {"run": self.run, **{k: c.get(k) for k in (
-            "job_id", "stage", "arch_seq", "parent_id", "mutation_pos", "population_version",
-            "submit_time")}, **{k: d.get(k) for k in (  # the donor that was used, not the one planned
-            "donor_id", "prefix_len", "worker", "host", "pid", "start_time", "end_time", "quality", "status",
-            "error", "warning", "epochs", "train_seconds", "insert_seq", "n_transferred_tensors",
-            "bytes_read", "bytes_written", "stored", "transfer_seconds", "cache_hits")}}
+        # donor_id and prefix_len from the report: the donor that was used, not the one planned
+        return {"run": self.run, **{k: c.get(k) for k in CREATED}, **{k: d.get(k) for k in (*JUDGED, *REPORTED)}}
 
     def _write(self, jobs: list[int]) -> None:
         if self.keep:
@@ -158,7 +156,7 @@ class TraceBook:
     def _open(self) -> None:
         params = self.params()
         for name, schema in (("candidates", CANDIDATES), ("tensor_reads", TENSOR_READS)):
-            tmp = self.out_dir / f".{name}.parquet.tmp-{os.getpid()}"
+            tmp = temp_path(self.out_dir / f"{name}.parquet")
             self._writers[name] = (pq.ParquetWriter(tmp, with_run_metadata(schema, params), compression="zstd"), tmp)
 
     def _read_table(self, jobs: list[int], schema: pa.Schema) -> pa.Table:
@@ -168,12 +166,10 @@ class TraceBook:
         order = np.searchsorted(np.asarray(jobs, dtype=np.int64), job_ids)
         worker = np.asarray([self.done[j]["worker"] for j in jobs], dtype=np.int32)[order]
         start = np.asarray([np.nan if self.done[j]["start_time"] is None else self.done[j]["start_time"] for j in jobs])
-        return pa.table({
-            "run": pa.array([self.run] * len(job_ids), pa.string()), "job_id": job_ids, "worker": worker,
-            "start_time": pa.array(start[order], mask=np.isnan(start[order])), "tensor_id": pa.array(cols["tensor_id"], pa.string()),
-            "owner_id": np.frombuffer(cols["owner_id"], dtype=np.int64), "position": np.frombuffer(cols["position"], dtype=np.int16),
-            "nbytes": np.frombuffer(cols["nbytes"], dtype=np.int64), "cache_hit": pa.array(cols["cache_hit"], pa.bool_()),
-        }, schema=schema)
+        cols.update(run=[self.run] * len(job_ids), job_id=job_ids, worker=worker,
+                    start_time=pa.array(start[order], mask=np.isnan(start[order])))
+        return pa.table([cols[f.name] if isinstance(cols[f.name], pa.Array) else pa.array(cols[f.name], f.type)
+                         for f in schema], schema=schema)
 
     def write(self, suffix: str = "") -> tuple[Path, Path]:
         """Write what is left and publish both files (rename): the trace of every done candidate, ended
@@ -204,7 +200,7 @@ class Master:
         self.workers = workers
         s = spec["search"]
         self.n, self.p = s["candidates"], s["population"]
-        self.stage_boundary = s.get("stage_boundary", "wait")
+        self.stage_boundary = s["stage_boundary"]
         self.transfer = spec["transfer"]["enabled"]
         self.book = TraceBook(spec["run"], self.out_dir, self.params)
         self.journal = Journal(self.out_dir / "journal.jsonl")
@@ -241,8 +237,8 @@ class Master:
 
             self.index = PrefixIndex()
             cache = self.spec["transfer"]["cache"]
-            if cache.get("policy") == "popularity":
-                self.popularity = PopularityWindow(cache.get("window") or self.p, cache.get("min_donations", 5))
+            if cache["policy"] == "popularity":
+                self.popularity = PopularityWindow(cache["window"], cache["min_donations"])
         for r in records:
             (self.book.created if r["e"] == "c" else self.book.done)[r["job_id"]] = r
         for d in list(self.book.done.values()):
@@ -296,7 +292,7 @@ class Master:
     def _remove_leftovers(self, fresh: bool) -> None:
         """Temporary files of writes a killed search left behind: trace writes here, and (on resume)
         the repository's unpublished files. No writer runs now: the lock is held, the workers wait."""
-        for tmp in self.out_dir.glob(".*.tmp-*"):
+        for tmp in self.out_dir.glob(f"{TMP_PREFIX}*"):
             tmp.unlink(missing_ok=True)
         if self.transfer and not fresh and (self.out_dir / "repository").is_dir():
             from ..repository import ModelRepository
@@ -324,7 +320,7 @@ class Master:
                       prefix_len=record["prefix_len"])
         if record["donor_id"] is not None and self.popularity is not None:
             config["tensor_popularity"] = self.popularity.popular_counts()
-        if self.transfer and self.spec["transfer"]["skip_store"].get("enabled"):
+        if self.transfer and self.spec["transfer"]["skip_store"]["enabled"]:
             config["population_qualities"] = self.core.qualities()
         record["submit_time"] = self.clock()
         return config
@@ -335,18 +331,12 @@ class Master:
         created = self.book.created[job_id]
         insert_seq = self.core.complete(job_id, created["arch_seq"], quality)
         error = None if ok else meta.get("error") or f"non-finite or failed objective {objective!r}"
-        record = {"e": "d", "job_id": job_id, "worker": meta.get("worker", -1), "host": meta.get("host"),
-                  "pid": meta.get("pid"),
+        record = {"e": "d", "job_id": job_id, **{k: meta.get(k, default) for k, default in REPORTED.items()},
                   "start_time": self._master_time(meta, "start_epoch"),
                   "end_time": self._master_time(meta, "end_epoch") if "end_epoch" in meta else self.clock(),
                   "quality": quality, "status": "ok" if ok else "failed", "error": error,
-                  "warning": meta.get("warning"), "donor_id": meta.get("donor_id"),
-                  "prefix_len": meta.get("prefix_len"),
-                  "epochs": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
-                  "insert_seq": insert_seq, "n_transferred_tensors": meta.get("n_transferred_tensors", 0),
-                  "bytes_read": meta.get("bytes_read", 0), "bytes_written": meta.get("bytes_written", 0),
-                  "stored": bool(meta.get("stored", False)), "transfer_seconds": meta.get("transfer_seconds", 0.0),
-                  "cache_hits": meta.get("cache_hits", 0), "tensor_reads": meta.get("tensor_reads", [])}
+                  "insert_seq": insert_seq, "tensor_reads": meta.get("tensor_reads", [])}
+        record["stored"] = bool(record["stored"])
         self.book.finished(record)
         self._observe_reads(job_id)
         self.pending.append(record)

@@ -1,5 +1,5 @@
-"""Algorithm 1's invariants, checked on a written trace. Used by the tests and by `evotrace check`
-so that a user can verify any trace, including one from another implementation."""
+"""Algorithm 1's invariants, checked on a written trace. Used by the tests; a user can call
+`algorithm1_violations` on any trace, including one from another implementation."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spaces import make_space
+from ..spaces import known_spaces, make_space
+from ..trace import REPORTED
 from .models import Layouts, make_model
 
 log = logging.getLogger("evotrace.search")
@@ -61,11 +62,10 @@ class SimulatedWorkers:
         self.spec = spec
         self.space = make_space(spec["space"], **spec["space_options"])
         self.layouts = Layouts(self.space)
-        self.model = make_model(spec["evaluation"].get("model", "synthetic"), self.space, spec["seed"], self.layouts)
+        self.model = make_model(spec["evaluation"]["model"], self.space, spec["seed"], self.layouts)
         self.transfer = spec["transfer"]["enabled"]
         cache = spec["transfer"]["cache"]
-        self._cache_args = (int(cache.get("capacity_mb", 64) * 2**20), cache.get("policy", "popularity"),
-                            cache.get("min_donations", 5))
+        self._cache_args = (int(cache["capacity_mb"] * 2**20), cache["policy"], cache["min_donations"])
         self.caches: dict[int, VirtualCache] = {}
         # the simulated repository: row j = 1 + owner of stored model j's tensors, by largest position + 1 (0: not
         # stored); one array, 4 bytes a cell, its pages touched only as models are stored
@@ -77,10 +77,8 @@ class SimulatedWorkers:
         seq = tuple(params["arch_seq"])
         names, maxpos, nbytes, total = self.layouts(seq)
         donor, lcp = params.get("donor_id"), params.get("prefix_len")
-        meta = {"job_id": job_id, "start_epoch": now, "worker": worker, "host": f"sim{(worker - 1) // WORKERS_PER_HOST}",
-                "pid": 0, "error": None, "warning": None, "epochs": self.spec["epochs"], "train_seconds": None,
-                "tensor_reads": [], "bytes_read": 0, "bytes_written": 0, "stored": False, "transfer_seconds": 0.0,
-                "cache_hits": 0, "n_transferred_tensors": 0, "donor_id": None, "prefix_len": None}
+        meta = {**REPORTED, "job_id": job_id, "start_epoch": now, "worker": worker,
+                "host": f"sim{(worker - 1) // WORKERS_PER_HOST}", "pid": 0, "epochs": self.spec["epochs"], "tensor_reads": []}
         owners = np.full(len(seq) + 1, job_id, dtype=np.int64)
         inherited = np.zeros(len(names), dtype=bool)
         donor_owners = None
@@ -145,7 +143,7 @@ def run_simulated(spec: dict, out_dir) -> int:
     spec = {**spec, "evaluation": {**spec["evaluation"], "parameters": simulated.model.describe()}}  # in the metadata
     evaluator = SimulatedEvaluator(simulated, num_workers=workers)
     log.info("simulated search %s on %d virtual workers, %d candidates, model %s", spec["run"], workers,
-             spec["search"]["candidates"], spec["evaluation"].get("model", "synthetic"))
+             spec["search"]["candidates"], spec["evaluation"]["model"])
     code = run_master(evaluator, spec, out, workers)
     log.info("simulated search %s took %.1f s of wall time for %.1f virtual seconds", spec["run"],
              time.perf_counter() - t0, evaluator.now)
@@ -155,22 +153,25 @@ def run_simulated(spec: dict, out_dir) -> int:
 def simulation_spec(space: str, space_options: dict, candidates: int, population: int, sample: int, workers: int,
                     seed: int, quanta: int = 1, transfer: bool = True, model: str = "synthetic",
                     run: str = "simulated", study: str = "simulated", epochs: int = 1) -> dict:
-    """A run spec for `evotrace simulate`: the study config of one run, resolved like `evotrace setup`."""
-    from ..config import check
+    """A run spec for `evotrace simulate`: the study config of one run, resolved like `evotrace setup`.
+    `space_options` may also set what a dataset would fix (input_shape, input_blocks, num_classes);
+    otherwise the space's defaults (the study's data) apply."""
+    from ..data import SOURCES
     from ..runspec import build_spec
+    from ..spaces import space_class
 
-    options = dict(space_options)
-    meta = {"input_shape": options.pop("input_shape", [3, 32, 32]), "blocks": options.pop("input_blocks", [3106, 3106]),
-            "num_classes": options.pop("num_classes", 10 if space == "nb201" else 2)}
-    config = {"study": study, "datasets": {"none": {"source": "sklearn-digits" if space == "nb201" else "sklearn-breast-cancer"}},
+    cls = space_class(space)
+    options = {k: v for k, v in space_options.items() if k in cls.options_schema["properties"]}
+    from_data = {k: v for k, v in space_options.items() if k not in options}
+    source = next(name for name, s in SOURCES.items() if s.kind == cls.dataset_kind)
+    config = {"study": study, "datasets": {"none": {"source": source}},
               "search": {"candidates": candidates, "population": population, "sample": sample, "workers": workers,
                          "scheduling": {"quanta": quanta}},
               "training": {}, "transfer": {},
               "runs": {run: {"space": space, "space_options": options, "dataset": "none", "epochs": epochs, "seed": seed,
                              "transfer": transfer, "evaluation": {"kind": "simulated", "model": model}}},
               "analysis": {"snapshots": [min(candidates, 50)]}}
-    check(config)
-    return build_spec(config, run, "", meta)
+    return build_spec(config, run, "", from_data)
 
 
 def _value(text: str):
@@ -193,14 +194,14 @@ def _simulate(args) -> int:
         spec = simulation_spec(args.space, options, args.candidates, args.population, args.sample, args.workers,
                                args.seed, args.quanta, not args.no_transfer, args.model)
         make_model(args.model, make_space(spec["space"], **spec["space_options"]), args.seed)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:  # ConfigError names the option
         raise SystemExit(f"evotrace simulate: {err}") from None
     return run_simulated(spec, args.out)
 
 
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="run Algorithm 1's master with W virtual workers on a virtual clock")
-    p.add_argument("--space", required=True, choices=["nb201", "attn"])
+    p.add_argument("--space", required=True, choices=known_spaces())
     p.add_argument("--space-option", action="append", default=[], metavar="KEY=VALUE",
                    help="space constructor option (repeatable), e.g. C=8, input_shape=[1,8,8], widths=[8,32,8]")
     p.add_argument("--candidates", type=int, required=True, help="N")

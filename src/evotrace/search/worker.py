@@ -13,6 +13,7 @@ import traceback
 import numpy as np
 
 from ..durable import warn_once
+from ..trace import REPORTED
 
 log = logging.getLogger("evotrace.worker")
 _STATE: dict = {}
@@ -45,7 +46,7 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
         from ..spaces import make_space
         from .train import pick_device
 
-        torch.set_num_threads(spec["search"].get("torch_threads", 1))
+        torch.set_num_threads(spec["search"]["torch_threads"])
         device = state["device"] = pick_device(_local_rank())
         ds = load(spec["data"])
         state["data"] = {
@@ -64,8 +65,8 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
         directory = os.path.join(cache_dir or os.environ.get("TMPDIR", "/tmp"), f"evotrace-cache-{spec['study']}-{spec['run']}-r{state['rank']}")
         try:
             state["cache"] = TensorCache(
-                directory, int(cache_cfg.get("capacity_mb", 64) * 2**20), cache_cfg.get("policy", "popularity"),
-                k=cache_cfg.get("min_donations", 5), window=cache_cfg.get("window") or spec["search"]["population"],
+                directory, int(cache_cfg["capacity_mb"] * 2**20), cache_cfg["policy"],
+                k=cache_cfg["min_donations"], window=cache_cfg["window"],
             )
         except OSError as err:  # the cache is an optimisation: go on without it
             warn_once(log, ("cache", err.errno), "rank %d: no tensor cache in %s (%s)", rank, directory, err)
@@ -91,10 +92,7 @@ def _injected_failure(spec: dict, job_id: int) -> str | None:
 def evaluate(job, spec_path: str, cache_dir: str | None = None, repository: str | None = None) -> dict:
     start = time.time()
     params = job.parameters
-    meta = {"job_id": params["job_id"], "start_epoch": start, "worker": -1, "host": "", "pid": os.getpid(),
-            "error": None, "warning": None, "epochs": 0, "train_seconds": None, "tensor_reads": [],
-            "bytes_read": 0, "bytes_written": 0, "stored": False, "transfer_seconds": 0.0, "cache_hits": 0,
-            "n_transferred_tensors": 0, "donor_id": None, "prefix_len": None}
+    meta = {**REPORTED, "job_id": params["job_id"], "start_epoch": start, "pid": os.getpid(), "tensor_reads": []}
     try:
         state = worker_state(spec_path, cache_dir, repository)
         meta.update(worker=state["rank"], host=state["host"], pid=state["pid"], start_epoch=start + state["clock_skew"])
@@ -185,10 +183,10 @@ def _transfer(state, model, seq, params, meta):
         meta["transfer_seconds"] = time.perf_counter() - t0
         return None
     meta["tensor_reads"] = result.read_rows()
-    meta.update({k: v for k, v in result.summary().items() if k not in ("donor_id", "prefix_len")})
+    meta.update(result.summary())
     if not result.transferred:  # no tensor of the donor fits the child: no transfer happened
         return None
-    meta.update(donor_id=int(params["donor_id"]), prefix_len=int(params["prefix_len"]))
+    meta.update(donor_id=int(params["donor_id"]), prefix_len=int(params["prefix_len"]))  # a transfer happened
     return result
 
 
@@ -202,7 +200,7 @@ def _store(state, model, seq, quality, params, inherited, meta) -> None:
 
     spec = state["spec"]
     skip = spec["transfer"]["skip_store"]
-    if skip.get("enabled") and params.get("population_qualities"):
+    if skip["enabled"] and params.get("population_qualities"):
         population = params["population_qualities"][-(spec["search"]["population"] - 1):]
         lam = rank_from_bottom(quality, population)
         meta["store_rank"] = lam

@@ -81,6 +81,27 @@ class AttnNetwork(nn.Module):
 
 class AttnSpace(SearchSpace):
     name = "attn"
+    dataset_kind = "tabular"
+    options_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "widths": {
+                "type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 3, "maxItems": 3,
+                "default": [50, 1975, 25], "description": "[first, last, step] of the dense widths, last included",
+            },
+            "activations": {
+                "type": "array", "items": {"type": "string", "enum": list(ACTIVATIONS)}, "minItems": 1,
+                "uniqueItems": True, "default": list(ACTIVATIONS),
+            },
+        },
+    }
+
+    @classmethod
+    def check_options(cls, options):
+        first, last, _ = options["widths"]
+        if first > last:
+            raise ValueError(f"widths: first {first} > last {last}")
 
     def __init__(self, input_blocks=(3106, 3106), widths=(50, 1975, 25), activations=ACTIVATIONS, num_classes=2):
         """`input_blocks`: feature count of each input block, or the number of blocks (width 1 each,

@@ -15,8 +15,30 @@ class InvalidSequence(ValueError):
     """An architecture sequence that does not belong to the space."""
 
 
+# what a prepared dataset of each kind fixes in a space's constructor (the rest comes from the config)
+DATASET_KINDS = {
+    "image": lambda ds: {"input_shape": [int(d) for d in ds.input_shape], "num_classes": int(ds.num_classes)},
+    "tabular": lambda ds: {"input_blocks": [int(b) for b in ds.blocks], "num_classes": int(ds.num_classes)},
+}
+
+
 class SearchSpace(ABC):
+    """A space declares, beside its structure, what the study config may set and what data it needs:
+    `name` (the config's `space`), `dataset_kind` (a key of DATASET_KINDS; only sources of that kind
+    feed it) and `options_schema` (JSON schema of the config's `space_options`, with defaults)."""
+
     name: str = ""
+    dataset_kind: str = ""
+    options_schema: dict = {"type": "object", "additionalProperties": False, "properties": {}}
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError on config options its schema accepts but the space cannot use."""
+
+    @classmethod
+    def dataset_options(cls, dataset) -> dict:
+        """The constructor options a prepared dataset (`evotrace.data.Dataset`) fixes."""
+        return DATASET_KINDS[cls.dataset_kind](dataset)
 
     @property
     @abstractmethod

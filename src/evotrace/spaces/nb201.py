@@ -102,6 +102,15 @@ class NB201Network(nn.Module):
 
 class NB201Space(SearchSpace):
     name = "nb201"
+    dataset_kind = "image"
+    options_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "C": {"type": "integer", "minimum": 1, "default": 16, "description": "channels of the first stage"},
+            "N": {"type": "integer", "minimum": 1, "default": 5, "description": "cells per stage"},
+        },
+    }
 
     def __init__(self, C: int = 16, N: int = 5, input_shape=(3, 32, 32), num_classes: int = 10):
         if C < 1 or N < 1 or num_classes < 2:
