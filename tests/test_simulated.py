@@ -25,7 +25,7 @@ def spec_for(n, p, s, w, seed=3, transfer=True, **kw):
     return simulation_spec("nb201", NB201, n, p, s, w, seed, transfer=transfer, **kw)
 
 
-@pytest.mark.parametrize("workers,n", [(1, 200), (8, 400), (39, 800), (1000, 2500)])
+@pytest.mark.parametrize("workers,n", [(1, 200), (8, 400), (39, 800), (1000, 1500)])
 def test_simulated_traces_follow_algorithm1(tmp_path, workers, n):
     spec = spec_for(n, 50, 5, workers)
     assert run_simulated(spec, tmp_path) == 0
