@@ -21,10 +21,6 @@ class ConfigError(ValueError):
     """A configuration value that is wrong or inconsistent; the message names the key."""
 
 
-def schema_path() -> str:
-    return str(resources.files("evotrace") / "schemas" / "config.schema.yaml")
-
-
 _SCHEMA: dict | None = None
 
 

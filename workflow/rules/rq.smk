@@ -1,5 +1,6 @@
 # One table rule and one rule per figure for each research question of evotrace.analysis.RQS; an RQ
-# listed in OWN_RULES (common.smk) brings its own rules file instead.
+# listed in OWN_RULES (common.smk) brings its own rules file instead. The loop variables reach the
+# commands through params: a shell string is formatted when the job runs, after the loop has ended.
 
 
 for _rq in [rq for rq in RQS if rq not in OWN_RULES]:
@@ -21,10 +22,11 @@ for _rq in [rq for rq in RQS if rq not in OWN_RULES]:
         conda:
             ENV
         params:
+            rq=_rq,
             traces=lambda wc, input: os.path.dirname(input.candidates),
             out_dir=lambda wc, output: os.path.dirname(output[0]),
         shell:
-            f"evotrace analyze --rq {_rq} --traces-dir {{params.traces}} --config-json {{input.config}}"
+            "evotrace analyze --rq {params.rq} --traces-dir {params.traces} --config-json {input.config}"
             " --out-dir {params.out_dir} > {log} 2>&1"
 
     for _figure in figures_of(_rq):
@@ -46,10 +48,11 @@ for _rq in [rq for rq in RQS if rq not in OWN_RULES]:
             conda:
                 ENV
             params:
+                rq=_rq,
                 figure=_figure,
                 traces=lambda wc, input: os.path.dirname(input.candidates),
                 tables=lambda wc, input: os.path.dirname(input.tables[0]),
             shell:
-                f"evotrace figure --rq {_rq} --name {{params.figure}} --tables-dir {{params.tables}}"
+                "evotrace figure --rq {params.rq} --name {params.figure} --tables-dir {params.tables}"
                 " --config-json {input.config} --traces-dir {params.traces}"
                 " --out {output.html} {output.pdf} {output.png} > {log} 2>&1"
