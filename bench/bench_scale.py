@@ -38,11 +38,28 @@ def _windows(marks, n, w):
     return _window_ms(marks, early, early + WINDOW), _window_ms(marks, late, late + WINDOW)
 
 
-def _window_ms(marks, lo, hi):
-    """Master milliseconds per candidate between `lo` and `hi` gathered candidates."""
+def _window(marks, lo, hi):
     a = next(m for m in marks if m[0] >= lo)
     b = next(m for m in reversed(marks) if m[0] <= hi)
+    return a, b
+
+
+def _window_ms(marks, lo, hi):
+    """Master milliseconds per candidate between `lo` and `hi` gathered candidates."""
+    a, b = _window(marks, lo, hi)
     return ((b[1] - a[1]) - (b[2] - a[2])) / max(1, b[0] - a[0]) * 1e3
+
+
+def _reads(marks, n, w):
+    """Tensor reads per candidate in the two windows: the master's work per candidate grows with them (a
+    converging search transfers longer prefixes), whatever N is."""
+    early = min(WINDOW, max(0, n - w - WINDOW))
+    late = max(early, n - w - WINDOW)
+    out = []
+    for lo in (early, late):
+        a, b = _window(marks, lo, lo + WINDOW)
+        out.append((b[3] - a[3]) / max(1, b[0] - a[0]))
+    return out
 
 
 def child_ours(n: int, w: int, out: Path) -> dict:
@@ -52,18 +69,22 @@ def child_ours(n: int, w: int, out: Path) -> dict:
 
     spec = simulation_spec(SPACE[0], SPACE[1], n, P, S, w, SEED)
     marks = []
+    reads = [0]
 
     class Marked(SimulatedEvaluator):
         def gather(self, type, size=1):
             done = super().gather(type, size)
-            marks.append((self.num_jobs_gathered, time.process_time(), self.worker_seconds))
+            reads[0] += sum(len(job.metadata.get("tensor_reads") or ()) for job in done)
+            marks.append((self.num_jobs_gathered, time.process_time(), self.worker_seconds, reads[0]))
             return done
 
     t0 = time.perf_counter()
     evaluator = Marked(SimulatedWorkers(spec), num_workers=w)
     assert run_master(evaluator, spec, out, w) == 0
     first, last = _windows(marks, n, w)
-    return {"wall_s": time.perf_counter() - t0, "first_ms": first, "last_ms": last, "virtual_s": evaluator.now}
+    first_reads, last_reads = _reads(marks, n, w)
+    return {"wall_s": time.perf_counter() - t0, "first_ms": first, "last_ms": last, "virtual_s": evaluator.now,
+            "first_reads": first_reads, "last_reads": last_reads}
 
 
 def child_stock(n: int, w: int, out: Path) -> dict:
@@ -133,7 +154,9 @@ def main(argv=None) -> None:
                     f"user_s={ours.get('user_s', float('nan')):.1f} "
                     f"master_ms_per_candidate_first1k={ours.get('first_ms', float('nan')):.3f} "
                     f"master_ms_per_candidate_last1k={ours.get('last_ms', float('nan')):.3f} "
-                    f"peak_rss_mib={ours.get('peak_rss_mib', float('nan')):.0f}")
+                    f"peak_rss_mib={ours.get('peak_rss_mib', float('nan')):.0f} "
+                    f"reads_per_candidate_first1k={ours.get('first_reads', float('nan')):.1f} "
+                    f"reads_per_candidate_last1k={ours.get('last_reads', float('nan')):.1f}")
             if n <= args.stock_max:
                 stock = run_setting("stock", n, w, Path(tmp))
                 if "error" not in stock:

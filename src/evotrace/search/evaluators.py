@@ -11,8 +11,8 @@ job lists and the `num_jobs_submitted` count, which lists every job of the stora
 `_recent_history` (a Search keeps every Job in its history). A virtual-clock evaluator implements
 `submit`/`gather` itself, as an Evaluator subclass must, with the base class's job hooks.
 
-Checked on DeepHyper 0.12.0, 0.13.0, 0.13.1 and 0.13.2 (tests/test_simulated.py, tests/test_search.py);
-pyproject.toml pins that range."""
+Checked on DeepHyper 0.12.0, 0.13.0, 0.13.1 and 0.13.2 (docs/architecture.md, DeepHyper glue, says which
+tests); pyproject.toml allows that range."""
 
 from __future__ import annotations
 

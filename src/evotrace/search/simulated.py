@@ -67,7 +67,9 @@ class SimulatedWorkers:
         cache = spec["transfer"]["cache"]
         self._cache_args = (int(cache["capacity_mb"] * 2**20), cache["policy"], cache["min_donations"])
         self.caches: dict[int, VirtualCache] = {}
-        self.owners: dict[int, np.ndarray] = {}  # stored model -> owner of its tensors, by largest position + 1
+        # the simulated repository: row j = 1 + owner of stored model j's tensors, by largest position + 1 (0: not
+        # stored); one array, 4 bytes a cell, its pages touched only as models are stored
+        self.owners = np.zeros((spec["search"]["candidates"], len(self.space.num_choices) + 1), dtype=np.int32)
         self._rank, self._should_store = rank_from_bottom, should_store
 
     def __call__(self, params: dict, worker: int, now: float) -> tuple[float, dict]:
@@ -79,7 +81,9 @@ class SimulatedWorkers:
                 "host": f"sim{(worker - 1) // WORKERS_PER_HOST}", "pid": 0, "epochs": self.spec["epochs"], "tensor_reads": []}
         owners = np.full(len(seq) + 1, job_id, dtype=np.int64)
         inherited = np.zeros(len(names), dtype=bool)
-        donor_owners = self.owners.get(donor) if self.transfer and donor is not None else None
+        donor_owners = None
+        if self.transfer and donor is not None and self.owners[donor, 0]:
+            donor_owners = self.owners[donor] - 1
         if donor_owners is not None:
             owners[: lcp + 1] = donor_owners[: lcp + 1]
             inherited = maxpos < lcp
@@ -111,7 +115,7 @@ class SimulatedWorkers:
         elif self.transfer and self._stores(quality, params, meta):
             written = int(nbytes[~inherited].sum())
             meta.update(stored=True, bytes_written=written)
-            self.owners[job_id] = owners
+            self.owners[job_id] = owners + 1
             duration += written / WRITE_BANDWIDTH + 2 * TENSOR_LATENCY
         meta["end_epoch"] = now + duration
         return duration, {"objective": "F_simulated" if quality is None else quality, "metadata": meta}
