@@ -58,7 +58,7 @@ def write_spec(tmp: Path, oversized: bool) -> Path:
         "transfer": {"fine_tune_epochs": 0, "cache": {"policy": "lru", "capacity_mb": 16}},
         "runs": {"r": {"space": "attn", "space_options": {"widths": [16, 64, 16]}, "dataset": "bc", "epochs": 2,
                        "seed": 3, "transfer": True}},
-        "analysis": {},
+        "analysis": {"snapshots": [N]},
     }
     spec = build_spec(config, "r", str(data), AttnSpace.dataset_options(ds))
     if oversized:

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from evotrace.data import prepare, save
+from evotrace.durable import temp_path
 from evotrace.runspec import build_spec, write_spec
 from evotrace.search.driver import Master
 from evotrace.search.invariants import algorithm1_violations
@@ -44,7 +45,7 @@ def make_spec(tmp_path, data, *, n=40, p=10, s=3, workers=2, seed=5, transfer=Fa
         "transfer": {"fine_tune_epochs": 0, "cache": {"policy": "lru", "capacity_mb": 4}},
         "runs": {"r": {"space": "attn", "space_options": {"widths": [8, 24, 8]}, "dataset": "bc", "epochs": 1,
                        "seed": seed, "transfer": transfer}},
-        "analysis": {},
+        "analysis": {"snapshots": [n]},
     }
     from evotrace.data import load
     from evotrace.spaces import AttnSpace
@@ -310,8 +311,8 @@ def test_search_start_removes_leftover_temporary_files(tmp_path, tabular):
     _created(m, 3)
     _stop(m)
     out = spec_path.parent
-    leftovers = [out / ".candidates.parquet.tmp-4242", out / "repository/tensors/.tmp-4242-0a1b",
-                 out / "repository/models/.tmp-4242-2c3d"]
+    leftovers = [temp_path(out / "candidates.parquet"), temp_path(out / "repository/tensors/3.safetensors"),
+                 temp_path(out / "repository/models/3.json")]  # names of writes a kill interrupted
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half written")
