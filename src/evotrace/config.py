@@ -3,6 +3,7 @@ schema cannot express, such as s < p < N or a run naming a dataset that does not
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import yaml
@@ -26,6 +27,11 @@ def load_schema() -> dict:
 
 def replicate_name(run: str, seed: int) -> str:
     return f"{run}-seed{seed}"
+
+
+def variant_of(run: str) -> str:
+    """The run a replicate was expanded from (the inverse of replicate_name); other names are their own."""
+    return re.sub(r"-seed\d+$", "", run)
 
 
 def expand_seeds(config: dict) -> dict:

@@ -31,8 +31,9 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
     options["num_classes"] = int(dataset_meta["num_classes"])
     space = make_space(r["space"], **options)
     transfer = config.get("transfer", {})
-    cache = dict(transfer.get("cache", {}))
+    cache = {**transfer.get("cache", {}), **r.get("cache", {})}  # a run may override the study's cache
     cache.setdefault("window", search["population"])
+    skip_store = {"enabled": False, "threshold": 0.01, **transfer.get("skip_store", {}), **r.get("skip_store", {})}
     return {
         "study": config["study"],
         "run": run,
@@ -59,7 +60,7 @@ def build_spec(config: dict, run: str, data_path: str, dataset_meta: dict) -> di
             "enabled": r.get("transfer", True),
             "fine_tune_epochs": transfer.get("fine_tune_epochs", 0),
             "cache": cache,
-            "skip_store": transfer.get("skip_store", {"enabled": False, "threshold": 0.01}),
+            "skip_store": skip_store,
         },
         "evaluation": r.get("evaluation", {"kind": "train"}),
     }

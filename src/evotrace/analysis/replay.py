@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import pandas as pd
 
 POLICIES = ("lru", "lfu", "popularity", "tier", "opt")
 BYPASS = {"popularity", "tier", "opt"}  # an incoming tensor may only evict tensors of lower priority
@@ -85,7 +86,7 @@ def replay(keys, sizes, priority, capacity: int, admit=None, bypass: bool = Fals
     admitted (and the cache is left as it was). keys: int tensor codes; sizes: bytes of each read."""
     if _fits_whole(keys, sizes, capacity):
         return _seen_admitted(np.asarray(keys, np.int64), admit)
-    codes = np.unique(np.asarray(keys, np.int64), return_inverse=True)[1].astype(np.int64).ravel()
+    codes = pd.factorize(np.asarray(keys, np.int64))[0].astype(np.int64)  # dense 0..distinct-1
     n = len(codes)
     admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit, np.bool_)
     hits = _replay_loop(codes, np.ascontiguousarray(sizes, np.int64), np.ascontiguousarray(priority, np.int64),
