@@ -50,9 +50,12 @@ def donation_counts(candidates: pd.DataFrame, reads: pd.DataFrame, window: int, 
     keys = np.sort(tensor[known] * stride + slot[known])
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys  # one per (tensor, candidate)
     seen = np.where(known, seen_by_slot[slot] if len(jobs) else 0, 0)
-    hi = np.searchsorted(keys, tensor * stride + seen, side="left")
-    lo = np.searchsorted(keys, tensor * stride + np.maximum(seen - window, 0), side="left")
-    return hi - lo
+    upper = tensor * stride + seen
+    order = np.argsort(upper, kind="stable")  # sorted queries: searchsorted walks keys in order, both bounds
+    out = np.empty(len(upper), np.int64)
+    out[order] = (np.searchsorted(keys, upper[order], side="left")
+                  - np.searchsorted(keys, (tensor * stride + np.maximum(seen - window, 0))[order], side="left"))
+    return out
 
 
 def grades(policy: str, counts: np.ndarray, k: int, window: int, tiers: dict) -> np.ndarray | None:
