@@ -120,6 +120,10 @@ def test_comparisons_give_medians_intervals_and_plain_verdicts():
     assert reach["level"].eq(0.45).all() and reach.loc["q1", "median"] == 5.0 and reach.loc["q4", "median"] == 1.0
     assert reach.loc["q4", "verdict"] == "significant" and reach.loc["q4", "difference"] == -4.0
     assert set(t["metric"]) <= set(design.KINDS["quanta"])
+    few = rq5.TABLES["design_comparisons"](cands[~cands["run"].str.endswith(("seed4", "seed5"))],
+                                           pd.DataFrame(columns=["run", "cache_hit"]), params)
+    assert few.query("metric == 'best_quality' and variant == 'q4'")["verdict"].iloc[0] == \
+        "too few seeds to judge (n < 5)"  # 3 seeds: the interval would call it significant
 
 
 def test_unknown_comparison_kind_is_named():

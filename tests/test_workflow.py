@@ -100,7 +100,7 @@ def test_small_study_end_to_end(workdir):
     compared = pd.read_csv(results / "tables" / "rq5" / "design_comparisons.csv")
     idle = compared[compared["metric"] == "idle_fraction"].set_index("variant")
     assert list(idle.index) == ["sim", "sim-q4"] and (idle["n"] == 2).all()
-    assert idle.loc["sim", "verdict"] == "baseline" and idle.loc["sim-q4", "verdict"] in ("significant", "not significant")
+    assert idle.loc["sim", "verdict"] == "baseline" and idle.loc["sim-q4", "verdict"].startswith("too few seeds")
     same = pd.read_csv(results / "tables" / "rq5" / "design_determinism.csv")
     assert len(same) == 1 and same["identical_fraction"].iloc[0] == 1.0  # a simulated search replays exactly
     for rq in ("rq1", "rq2", "rq3", "rq4", "rq5"):

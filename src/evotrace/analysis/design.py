@@ -34,6 +34,7 @@ KINDS = {
 }
 HEADLINE = {"cache": "bytes_read", "quanta": "idle_fraction", "mutation": "mean_prefix_len",
             "skip_store": "bytes_written", "transfer": "time_to_quality"}
+MIN_REPLICATES = 5  # fewer runs on either side: the bootstrap interval of a median is too narrow to trust
 RUN_COLUMNS = ["run", "variant", "seed", "evaluation", "workers", "quanta", "mutation", "cache_policy", "skip_store",
                "transfer", "metric", "level", "value"]
 
@@ -173,7 +174,8 @@ def comparison_groups(params: dict) -> list[dict]:
 def design_comparisons(candidates, tensor_reads, params) -> pd.DataFrame:
     """Per configured group, metric (and quality level) and variant: replicates, median and its 95 %
     interval, and the difference of medians from the baseline with its interval and verdict (the
-    baseline's own row has no difference). A variant with no run in the study is left out."""
+    baseline's own row has no difference; with fewer than MIN_REPLICATES values on either side the verdict
+    says so instead of judging). A variant with no run in the study is left out."""
     cols = ["kind", "group", "label", "metric", "level", "variant", "baseline", "replicates", "n", "median", "low",
             "high", "difference", "difference_low", "difference_high", "verdict"]
     groups = comparison_groups(params)
@@ -196,6 +198,8 @@ def design_comparisons(candidates, tensor_reads, params) -> pd.DataFrame:
             med["replicates"] = med["variant"].map(replicates)
             if (present["variant"] == g["baseline"]).any() and present["variant"].nunique() > 1:
                 diff = differences(present, "value", "variant", g["baseline"])
+                few = (diff["n_baseline"] < MIN_REPLICATES) | (diff["n_variant"] < MIN_REPLICATES)
+                diff["verdict"] = diff["verdict"].where(~few, f"too few seeds to judge (n < {MIN_REPLICATES})")
                 med = med.merge(diff[["variant", "difference", "low", "high", "verdict"]].rename(
                     columns={"low": "difference_low", "high": "difference_high"}), on="variant", how="left")
             med["verdict"] = med.get("verdict", pd.Series(np.nan, index=med.index))

@@ -118,8 +118,10 @@ def _design(kind: str):
         panels = list(dict.fromkeys(zip(t["label"], t["metric"], t["level"].fillna(-1.0))))
         labels = list(dict.fromkeys(t["label"]))
         metrics = list(dict.fromkeys((m, lv) for _, m, lv in panels))
-        titles = [f"{label}: {_metric_name(m, None if lv == -1.0 else lv)}" for label in labels for m, lv in metrics]
-        fig, cells, _ = layout.grid(titles, cols=len(metrics), row_px=240, gap_px=90, hgap=0.06)
+        titles = [f"{_metric_name(m, None if lv == -1.0 else lv)}<br><sup>{label}</sup>" for label in labels
+                  for m, lv in metrics]
+        fig, cells, _ = layout.grid(titles, cols=3, row_px=240, gap_px=110, hgap=0.08)
+        fig.update_annotations(font_size=13)
         for (r, c), (label, (metric, level)) in zip(cells, [(lb, m) for lb in labels for m in metrics]):
             sub = t[(t["label"] == label) & (t["metric"] == metric) & (t["level"].fillna(-1.0) == level)]
             if sub.empty:
