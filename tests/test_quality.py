@@ -35,3 +35,25 @@ def test_multiclass_auc_is_the_mean_one_vs_rest_auc():
     assert got == pytest.approx(expected, abs=1e-6)
     assert score(Fixed(logits), torch.arange(30), torch.as_tensor(y), "val_accuracy") == pytest.approx(
         float((logits.argmax(1) == y).mean()))
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_rank_auc_equals_scikit_learn_with_ties(classes):
+    from evotrace.search.train import auc_one_vs_rest
+
+    rng = np.random.default_rng(classes)
+    y = np.r_[np.arange(classes), rng.integers(0, classes, 200)]
+    probs = rng.dirichlet(np.ones(classes), size=len(y)).round(2)  # rounding makes many ties
+    probs /= probs.sum(1, keepdims=True)
+    if classes == 2:
+        expected = roc_auc_score(y, probs[:, 1])
+    else:
+        expected = roc_auc_score(y, probs, multi_class="ovr", labels=np.arange(classes))
+    assert auc_one_vs_rest(y, probs) == pytest.approx(expected, abs=1e-12)
+
+
+def test_auc_names_the_class_missing_from_the_validation_rows():
+    from evotrace.search.train import auc_one_vs_rest
+
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\]"):
+        auc_one_vs_rest(np.array([0, 1, 0, 1]), np.full((4, 3), 1 / 3))

@@ -328,11 +328,14 @@ def test_every_figure_has_a_caption():
         assert name.startswith("rq3_") and len(text.split(".")) >= 4
 
 
-def test_export_html_and_png(tables, tmp_path):
+def test_export_html_png_and_pdf_from_one_browser(tables, tmp_path):
     t, params = tables
     fig = fig3.FIGURES["prefix_animation"](t, params)
-    paths = [tmp_path / "anim.html", tmp_path / "anim.png"]
+    paths = [tmp_path / "anim.html", tmp_path / "anim.png", tmp_path / "anim.pdf"]
     save(fig, paths, width=500, height=400, scale=1)
     html = paths[0].read_text()
     assert "Plotly.newPlot" in html and "candidates created: " in html
     assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths[2].read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(ValueError, match="anim.jpeg"):
+        save(fig, [tmp_path / "anim.jpeg"])

@@ -6,7 +6,9 @@ height grows with its facet rows), else from the defaults below; explicit width/
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -21,17 +23,41 @@ def static_size(fig: go.Figure, width: int | None = None, height: int | None = N
 
 
 def save(fig: go.Figure, paths, *, width: int | None = None, height: int | None = None, scale: float = 2.0) -> None:
-    w, h = static_size(fig, width, height)
-    for path in map(Path, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = path.suffix.lower()
-        if suffix == ".html":
-            fig.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False)
-        elif suffix in STATIC:
-            _chromium_path()
-            fig.write_image(path, width=w, height=h, scale=scale if suffix == ".png" else 1)
-        else:
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if path.suffix.lower() not in STATIC | {".html"}:
             raise ValueError(f"cannot export a figure to {path}: use .html, .pdf, .png or .svg")
+    w, h = static_size(fig, width, height)
+    static = [p for p in paths if p.suffix.lower() in STATIC]
+    with _browser(len(static)):
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix.lower() == ".html":
+                fig.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False)
+            else:
+                fig.write_image(path, width=w, height=h, scale=scale if path.suffix.lower() == ".png" else 1)
+
+
+@contextlib.contextmanager
+def _browser(images: int):
+    """One headless Chromium for all static images of a call: kaleido otherwise starts one per image,
+    which is most of a figure rule's time."""
+    if not images:
+        yield
+        return
+    import kaleido
+
+    _chromium_path()
+    if images == 1:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored", category=UserWarning)
+        kaleido.start_sync_server(silence_warnings=True)
+        try:
+            yield
+        finally:
+            kaleido.stop_sync_server(silence_warnings=True)
 
 
 def _chromium_path() -> None:

@@ -34,12 +34,14 @@ def _epochs(model, x, y, epochs, cfg, generator) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or epochs == 0:
         return float("nan")
+    # foreach: one kernel per step for all tensors, also on CPU (torch picks it only for CUDA); the same numbers
     if cfg.get("optimizer", "sgd") == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.get("learning_rate", 1e-3), weight_decay=cfg.get("weight_decay", 0.0))
+        opt = torch.optim.Adam(params, lr=cfg.get("learning_rate", 1e-3), weight_decay=cfg.get("weight_decay", 0.0),
+                               foreach=True)
     else:
         opt = torch.optim.SGD(
             params, lr=cfg.get("learning_rate", 0.05), momentum=cfg.get("momentum", 0.9),
-            weight_decay=cfg.get("weight_decay", 5e-4), nesterov=cfg.get("momentum", 0.9) > 0,
+            weight_decay=cfg.get("weight_decay", 5e-4), nesterov=cfg.get("momentum", 0.9) > 0, foreach=True,
         )
     steps_per_epoch = math.ceil(len(x) / cfg.get("batch_size", 128))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
@@ -74,15 +76,28 @@ def score(model, x, y, quality: str, batch: int = 1024) -> float:
         classes = torch.unique(y)
         return float(torch.stack([(pred[y == c] == c).float().mean() for c in classes]).mean().item())
     if quality == "val_auc":
-        from sklearn.metrics import roc_auc_score
-
-        probs = torch.softmax(logits.double(), 1).cpu().numpy()
-        if probs.shape[1] == 2:
-            return float(roc_auc_score(y.cpu().numpy(), probs[:, 1]))
-        # several classes: the mean one-vs-rest AUC, as fine-grained as the binary one
-        return float(roc_auc_score(y.cpu().numpy(), probs / probs.sum(1, keepdims=True), multi_class="ovr",
-                                   labels=np.arange(probs.shape[1])))
+        return auc_one_vs_rest(y.cpu().numpy(), torch.softmax(logits.double(), 1).cpu().numpy())
     raise ValueError(f"unknown quality {quality!r}")
+
+
+def auc_one_vs_rest(y: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC of the positive class (two classes) or the mean one-vs-rest AUC (more), as scikit-learn's
+    roc_auc_score computes them, from average ranks (Mann-Whitney U): one vectorised pass instead of
+    scikit-learn's per-class input checks, which took a third of scoring a small candidate."""
+    from scipy.stats import rankdata
+
+    if probs.shape[1] == 2:
+        probs, positive = probs[:, 1:], (y == 1)[:, None]
+    else:
+        positive = y[:, None] == np.arange(probs.shape[1])
+    n_pos = positive.sum(0)
+    n_neg = len(y) - n_pos
+    if (n_pos == 0).any() or (n_neg == 0).any():
+        absent = np.flatnonzero((n_pos == 0) | (n_neg == 0)).tolist()
+        raise ValueError(f"val_auc needs positives and negatives of every class among the validation rows; "
+                         f"class(es) {absent} lack one")
+    rank_sum = np.where(positive, rankdata(probs, axis=0), 0.0).sum(0)
+    return float(((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).mean())
 
 
 def train_candidate(model, data, epochs: int, cfg: dict, device, seed: int) -> TrainResult:
