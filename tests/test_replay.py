@@ -167,6 +167,56 @@ def test_lru_equals_the_real_worker_cache(tmp_path, seed):
         assert run_policy("lru", keys, capacity, sizes=sizes).tolist() == expected
 
 
+def reference_replay(keys, sizes, priority, capacity, admit, bypass):
+    """The eviction order spelled out with a dict, sorted on every miss: evict the lowest (priority, key)
+    until the tensor fits, or (bypass) refuse it when that would evict a priority >= its own."""
+    current, held, used, hits = {}, {}, 0, []
+    for key, size, prio, ok in zip(keys, sizes, priority, admit):
+        if key in current:
+            hits.append(True)
+            current[key] = prio
+            continue
+        hits.append(False)
+        if not ok or size > capacity:
+            continue
+        order = sorted((p, k) for k, p in current.items())
+        victims, freed = [], 0
+        for p, k in order:
+            if used - freed + size <= capacity:
+                break
+            if bypass and p >= prio:
+                break
+            victims.append(k)
+            freed += held[k]
+        if used - freed + size > capacity:
+            continue
+        for k in victims:
+            del current[k]
+            used -= held.pop(k)
+        current[key], held[key] = prio, size
+        used += size
+    return hits
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_compiled_loop_equals_the_reference_on_random_streams(seed):
+    rng = np.random.default_rng(1000 + seed)
+    n, distinct = int(rng.integers(50, 400)), int(rng.integers(3, 40))
+    keys = rng.zipf(1.3, n) % distinct
+    size_of = rng.integers(1, 20, distinct)
+    sizes = size_of[keys]
+    grade = rng.integers(0, 3, n)
+    footprint = int(size_of[np.unique(keys)].sum())
+    for policy in POLICIES:
+        g = grade if policy == "tier" else (grade > 0).astype(int) if policy == "popularity" else None
+        prio, admit = priorities(policy, keys, g)
+        for capacity in (1, 7, footprint // 5, footprint // 2, footprint - 1):
+            got = replay(keys, sizes, prio, capacity, admit, bypass=policy in BYPASS)
+            want = reference_replay(keys.tolist(), sizes.tolist(), prio.tolist(), capacity, admit.tolist(),
+                                    policy in BYPASS)
+            assert got.tolist() == want, (policy, capacity)
+
+
 def test_unknown_policy_and_missing_grade_are_named():
     with pytest.raises(ValueError, match="unknown cache policy 'fifo'"):
         priorities("fifo", np.zeros(3, np.int64))

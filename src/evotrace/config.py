@@ -6,6 +6,7 @@ downstream reads a complete config, so no reader keeps a default of its own."""
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 
 import jsonschema
@@ -82,6 +83,11 @@ def validate(config: dict) -> dict:
 
 def replicate_name(run: str, seed: int) -> str:
     return f"{run}-seed{seed}"
+
+
+def variant_of(run: str) -> str:
+    """The run a replicate was expanded from (the inverse of replicate_name); other names are their own."""
+    return re.sub(r"-seed\d+$", "", run)
 
 
 def expand_seeds(config: dict) -> dict:

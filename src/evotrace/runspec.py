@@ -29,8 +29,9 @@ def build_spec(config: dict, run: str, data_path: str, dataset_options: dict) ->
     search = config["search"]
     space = make_space(r["space"], **r["space_options"], **dataset_options)
     transfer = config["transfer"]
-    cache = dict(transfer["cache"])
+    cache = {**transfer["cache"], **r.get("cache", {})}  # a run may override the study's cache
     cache.setdefault("window", search["population"])
+    skip_store = {**transfer["skip_store"], **r.get("skip_store", {})}
     return {
         "study": config["study"],
         "run": run,
@@ -57,7 +58,7 @@ def build_spec(config: dict, run: str, data_path: str, dataset_options: dict) ->
             "enabled": r["transfer"],
             "fine_tune_epochs": transfer["fine_tune_epochs"],
             "cache": cache,
-            "skip_store": transfer["skip_store"],
+            "skip_store": skip_store,
         },
         "evaluation": r["evaluation"],
     }

@@ -25,9 +25,9 @@ A tensor larger than the capacity is never admitted and evicts nothing."""
 
 from __future__ import annotations
 
-import heapq
-
+import numba
 import numpy as np
+import pandas as pd
 
 POLICIES = ("lru", "lfu", "popularity", "tier", "opt")
 BYPASS = {"popularity", "tier", "opt"}  # an incoming tensor may only evict tensors of lower priority
@@ -86,57 +86,124 @@ def replay(keys, sizes, priority, capacity: int, admit=None, bypass: bool = Fals
     admitted (and the cache is left as it was). keys: int tensor codes; sizes: bytes of each read."""
     if _fits_whole(keys, sizes, capacity):
         return _seen_admitted(np.asarray(keys, np.int64), admit)
-    keys = np.asarray(keys, np.int64).tolist()
-    sizes = np.asarray(sizes, np.int64).tolist()
-    priority = np.asarray(priority, np.int64).tolist()
-    admit = [True] * len(keys) if admit is None else np.asarray(admit, bool).tolist()
-    capacity = int(capacity)
-    # Lazy heap: each cached key has a heap entry at or below its current priority. A hit that raises the
-    # priority (LRU, LFU, popularity, tier) pushes nothing; the entry is moved up when it reaches the top.
-    current: dict[int, int] = {}  # cached key -> its priority
-    held: dict[int, int] = {}  # cached key -> bytes
-    heap: list[tuple[int, int]] = []
-    push, pop = heapq.heappush, heapq.heappop
+    codes = pd.factorize(np.asarray(keys, np.int64))[0].astype(np.int64)  # dense 0..distinct-1
+    n = len(codes)
+    admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit, np.bool_)
+    hits = _replay_loop(codes, np.ascontiguousarray(sizes, np.int64), np.ascontiguousarray(priority, np.int64),
+                        admit, int(capacity), bool(bypass), int(codes.max()) + 1 if n else 0)
+    return hits.view(np.bool_)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_down(hp, hk, size, i):
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            return
+        if child + 1 < size and (hp[child + 1] < hp[child] or (hp[child + 1] == hp[child] and hk[child + 1] < hk[child])):
+            child += 1
+        if hp[child] < hp[i] or (hp[child] == hp[i] and hk[child] < hk[i]):
+            hp[i], hp[child] = hp[child], hp[i]
+            hk[i], hk[child] = hk[child], hk[i]
+            i = child
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _push(hp, hk, size, p, k):
+    i = size
+    hp[i], hk[i] = p, k
+    while i > 0:
+        parent = (i - 1) // 2
+        if hp[i] < hp[parent] or (hp[i] == hp[parent] and hk[i] < hk[parent]):
+            hp[i], hp[parent] = hp[parent], hp[i]
+            hk[i], hk[parent] = hk[parent], hk[i]
+            i = parent
+        else:
+            break
+    return size + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _replay_loop(keys, sizes, priority, admit, capacity, bypass, distinct):
+    """The eviction loop, compiled: a lazy binary heap of (priority, key) over the cached keys. A hit that
+    raises a key's priority (LRU, LFU, popularity, tier) pushes nothing; the stale entry is moved up when
+    it reaches the top. A hit that lowers it (Belady: the next read moved farther away) pushes a new one,
+    and the heap is rebuilt from the cached keys when stale entries outnumber them."""
+    n = len(keys)
+    hits = np.zeros(n, np.uint8)
+    cached = np.zeros(distinct, np.bool_)
+    current = np.zeros(distinct, np.int64)  # priority of each cached key
+    held = np.zeros(distinct, np.int64)  # bytes of each cached key
+    slot = np.zeros(distinct, np.int64)  # position in members, the dense set of cached keys
+    members = np.zeros(distinct, np.int64)
+    count = 0
+    bound = 5 * distinct + 128  # live entries plus at most 4 * distinct + 64 stale ones (see the rebuild)
+    hp = np.empty(bound + 1, np.int64)
+    hk = np.empty(bound + 1, np.int64)
+    heap = 0
+    evk = np.empty(distinct, np.int64)  # taken out for an incoming key that may still be bypassed
+    evp = np.empty(distinct, np.int64)
     used = 0
-    hits = bytearray(len(keys))
-    for i, (key, size, prio, ok) in enumerate(zip(keys, sizes, priority, admit)):
-        old = current.get(key)
-        if old is not None:
+    for i in range(n):
+        key, size, prio = keys[i], sizes[i], priority[i]
+        if cached[key]:
             hits[i] = 1
+            old = current[key]
             current[key] = prio
-            if prio < old:  # Belady: the next read moved farther away
-                push(heap, (prio, key))
-                if len(heap) > 4 * len(current) + 64:  # drop the stale entries now and then
-                    heap = [(p, k) for k, p in current.items()]
-                    heapq.heapify(heap)
+            if prio < old:
+                heap = _push(hp, hk, heap, prio, key)
+                if heap > 4 * count + 64:
+                    for j in range(count):
+                        hp[j], hk[j] = current[members[j]], members[j]
+                    heap = count
+                    for j in range(heap // 2 - 1, -1, -1):
+                        _sift_down(hp, hk, heap, j)
             continue
-        if not ok or size > capacity:
+        if not admit[i] or size > capacity:
             continue
-        evicted = []
+        taken = 0
         while used + size > capacity:
-            p, k = pop(heap)
-            now = current.get(k)
-            if now != p:
-                if now is not None and now > p:
-                    push(heap, (now, k))
+            p, k = hp[0], hk[0]
+            heap -= 1
+            hp[0], hk[0] = hp[heap], hk[heap]
+            _sift_down(hp, hk, heap, 0)
+            if not cached[k] or current[k] != p:
+                if cached[k] and current[k] > p:
+                    heap = _push(hp, hk, heap, current[k], k)
                 continue
             if bypass and p >= prio:
-                push(heap, (p, k))
+                heap = _push(hp, hk, heap, p, k)
                 break
-            evicted.append((p, k, held.pop(k)))
-            del current[k]
-            used -= evicted[-1][2]
+            evk[taken], evp[taken] = k, p
+            taken += 1
+            cached[k] = False
+            used -= held[k]
+            last = members[count - 1]
+            members[slot[k]] = last
+            slot[last] = slot[k]
+            count -= 1
         if used + size > capacity:  # bypassed: put back what was taken out for it
-            for p, k, b in evicted:
-                current[k], held[k] = p, b
-                used += b
-                push(heap, (p, k))
+            for j in range(taken):
+                k = evk[j]
+                cached[k] = True
+                current[k] = evp[j]
+                used += held[k]
+                members[count] = k
+                slot[k] = count
+                count += 1
+                heap = _push(hp, hk, heap, evp[j], k)
             continue
+        cached[key] = True
         current[key] = prio
         held[key] = size
         used += size
-        push(heap, (prio, key))
-    return np.frombuffer(bytes(hits), dtype=np.uint8).astype(bool)
+        members[count] = key
+        slot[key] = count
+        count += 1
+        heap = _push(hp, hk, heap, prio, key)
+    return hits
 
 
 def _fits_whole(keys, sizes, capacity: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 from ..analysis.replay import POLICIES
@@ -84,14 +85,135 @@ def cache_replay_finding(tables, params) -> str:
     return text[0].upper() + text[1:] + "."
 
 
+METRIC_LABELS = {
+    "bytes_read": "bytes read from the repository", "transfer_seconds": "transfer seconds (sum)",
+    "hit_rate": "cache hit rate (traced)", "predicted_hit_rate": "hit rate the replay predicts",
+    "best_quality": "best quality", "idle_fraction": "worker idle fraction",
+    "mean_idle_seconds": "idle seconds per dispatch", "bound_wait_seconds": "RQ2 bound: wait per dispatch (s)",
+    "time_to_quality": "seconds to quality", "mean_prefix_len": "mean transferred prefix",
+    "mean_train_seconds": "training seconds per candidate", "bytes_written": "bytes written",
+    "skipped_best_donor": "share whose best donor was skipped", "prefix_lost": "prefix positions lost",
+}
+KIND_TITLES = {"cache": "Cache policies in situ", "quanta": "Scheduling quanta", "mutation": "Mutation position bias",
+               "skip_store": "Skip-store", "transfer": "Transfer learning on and off"}
+
+
+def _metric_name(metric: str, level) -> str:
+    label = METRIC_LABELS.get(metric, metric)
+    return f"{label} {level:g}" if metric == "time_to_quality" and pd.notna(level) else label
+
+
+def _design(kind: str):
+    def draw(tables, params) -> go.Figure:
+        """Median of each metric per variant with its bootstrap 95 % interval; one row per comparison
+        group, one column per metric; hollow markers: not significantly different from the baseline."""
+        t = tables.get("design_comparisons")
+        t = t[t["kind"] == kind] if t is not None and len(t) else pd.DataFrame(columns=["label", "metric", "level"])
+        if t.empty:
+            fig = go.Figure()
+            fig.add_annotation(text=f"no {kind} comparison in this study (analysis.design.comparisons.{kind})",
+                               showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+            fig.update_layout(title=KIND_TITLES[kind], template=TEMPLATE, height=300)
+            return fig
+        panels = list(dict.fromkeys(zip(t["label"], t["metric"], t["level"].fillna(-1.0))))
+        labels = list(dict.fromkeys(t["label"]))
+        metrics = list(dict.fromkeys((m, lv) for _, m, lv in panels))
+        titles = [f"{_metric_name(m, None if lv == -1.0 else lv)}<br><sup>{label}</sup>" for label in labels
+                  for m, lv in metrics]
+        fig, cells, _ = layout.grid(titles, cols=3, row_px=240, gap_px=110, hgap=0.08)
+        fig.update_annotations(font_size=13)
+        for (r, c), (label, (metric, level)) in zip(cells, [(lb, m) for lb in labels for m in metrics]):
+            sub = t[(t["label"] == label) & (t["metric"] == metric) & (t["level"].fillna(-1.0) == level)]
+            if sub.empty:
+                continue
+            solid = sub["verdict"].isin(["significant", "baseline"])
+            fig.add_trace(go.Scatter(
+                x=sub["variant"], y=sub["median"], mode="markers", showlegend=False,
+                marker=dict(size=10, color=COLORS[0], symbol=np.where(solid, "circle", "circle-open")),
+                error_y=dict(type="data", symmetric=False, array=sub["high"] - sub["median"],
+                             arrayminus=sub["median"] - sub["low"]),
+                customdata=sub[["n", "replicates", "verdict"]],
+                hovertemplate="%{x}: median %{y:.4g} (%{customdata[0]} of %{customdata[1]} runs), "
+                              "%{customdata[2]}<extra></extra>"), row=r, col=c)
+        fig.update_layout(title=f"{KIND_TITLES[kind]}: medians over seeds with bootstrap 95 % intervals "
+                                "(hollow: not significantly different from the baseline)", template=TEMPLATE)
+        return fig
+
+    draw.__name__ = f"design_{kind}"
+    return draw
+
+
+def _fmt(x: float) -> str:
+    if not np.isfinite(x):
+        return "n/a"
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def design_finding(kind: str):
+    def finding(tables, params) -> str:
+        """One sentence: per group, the headline metric of each variant against the baseline, the
+        difference of medians with its interval and whether it is significant."""
+        from ..analysis.design import HEADLINE
+
+        t = tables.get("design_comparisons")
+        t = t[t["kind"] == kind] if t is not None and len(t) else None
+        if t is None or t.empty:
+            return f"This study runs no {kind} comparison (analysis.design.comparisons.{kind})."
+        metric = HEADLINE[kind]
+        clauses = []
+        for label, g in t.groupby("label", sort=False):
+            m = g[g["metric"] == metric]
+            if metric == "time_to_quality" and len(m):
+                m = m[m["level"] == m["level"].min()]
+            base = m[m["verdict"] == "baseline"]
+            if base.empty:
+                continue
+            b = base.iloc[0]
+            parts = []
+            for _, v in m[m["verdict"] != "baseline"].iterrows():
+                if pd.isna(v["difference"]):
+                    parts.append(f"{v['variant']} median {_fmt(v['median'])} (n={int(v['n'])}, no difference computable)")
+                    continue
+                parts.append(f"{v['variant']} {_fmt(v['median'])} [95 % CI {_fmt(v['low'])}, {_fmt(v['high'])}], "
+                             f"difference {_fmt(v['difference'])} [{_fmt(v['difference_low'])}, "
+                             f"{_fmt(v['difference_high'])}], {v['verdict']}")
+            what = _metric_name(metric, b["level"])
+            clauses.append(f"{label}: median {what} of {b['variant']} {_fmt(b['median'])} [95 % CI {_fmt(b['low'])}, "
+                           f"{_fmt(b['high'])}, n={int(b['n'])}] against " + ("; ".join(parts) or "no other variant"))
+        if kind == "quanta":
+            clauses += _determinism(tables.get("design_determinism"))
+        text = "; ".join(clauses)
+        return (text[0].upper() + text[1:] + ".") if clauses else f"No {kind} comparison had a baseline run."
+
+    return finding
+
+
+def _determinism(t) -> list[str]:
+    """Clauses on pairs of runs with the same knobs and seed: where their architectures first differ."""
+    if t is None or t.empty:
+        return []
+    out = []
+    for (quanta, workers), g in t.groupby(["quanta", "workers"], sort=True):
+        same = int(g["first_divergence"].isna().sum())
+        first = g["first_divergence"].dropna()
+        text = f"{len(g)} pair(s) of same-seed runs at q={int(quanta)}, W={int(workers)}: {same} identical"
+        if len(first):
+            text += (f", the others diverging first at job {int(first.min())} (identical share "
+                     f"{g['identical_fraction'].median():.2f} median)")
+        out.append(text)
+    return out
+
+
 FIGURES = {
     "cache_replay": cache_replay,
+    **{f"design_{kind}": _design(kind) for kind in ("cache", "quanta", "mutation", "skip_store", "transfer")},
 }
 
 CAPTIONS = {name: f"rq5_{name}.rst" for name in FIGURES}
 
 FINDINGS = {
     "cache_replay": cache_replay_finding,
+    **{f"design_{kind}": design_finding(kind) for kind in ("cache", "quanta", "mutation", "skip_store", "transfer")},
 }
 
 
