@@ -151,10 +151,11 @@ def test_a_run_overrides_the_studys_cache_and_skip_store():
               "transfer": {"cache": {"policy": "popularity", "capacity_mb": 8}},
               "runs": {"a": {"space": "nb201", "dataset": "d", "epochs": 1, "seed": 1, "cache": {"policy": "lru"},
                              "skip_store": {"enabled": True, "threshold": 0.05}},
-                       "b": {"space": "nb201", "dataset": "d", "epochs": 1, "seed": 1}}}
-    meta = {"input_shape": [1, 8, 8], "num_classes": 10, "blocks": []}
-    a, b = (build_spec(config, run, "", meta)["transfer"] for run in ("a", "b"))
-    assert a["cache"] == {"policy": "lru", "capacity_mb": 8, "window": 4}
+                       "b": {"space": "nb201", "dataset": "d", "epochs": 1, "seed": 1}},
+              "training": {}, "analysis": {"snapshots": [5], "trie": {"runs": ["a"]}}}
+    options = {"input_shape": [1, 8, 8], "num_classes": 10}
+    a, b = (build_spec(config, run, "", options)["transfer"] for run in ("a", "b"))
+    assert a["cache"] == {**b["cache"], "policy": "lru"} and b["cache"]["capacity_mb"] == 8
     assert a["skip_store"] == {"enabled": True, "threshold": 0.05}
     assert b["cache"]["policy"] == "popularity" and b["skip_store"] == {"enabled": False, "threshold": 0.01}
 
