@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from evotrace.config import validate
 from evotrace.search.invariants import algorithm1_violations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,14 +28,17 @@ pytestmark = [
 
 
 def test_ci_study_on_slurm(tmp_path):
+    """The CI study's trained searches, each one MPI job of W+1 tasks under a real slurmctld/slurmd."""
     assert installed(), "Slurm is not installed: run make test-slurm"
     shutil.copytree(REPO / "config", tmp_path / "config")
-    config = yaml.safe_load((tmp_path / "config/ci.yaml").read_text())
+    config = validate(yaml.safe_load((tmp_path / "config/ci.yaml").read_text()))  # seeds expanded, defaults filled
+    search, study = config["search"], config["study"]
+    trained = [r for r, spec in config["runs"].items() if spec["evaluation"]["kind"] == "train"]
     venv_bin = Path(sys.executable).parent
     with local_slurm(tmp_path / "slurm") as env:
         env["PATH"] = f"{venv_bin}{os.pathsep}{env['PATH']}"
         proc = subprocess.run(
-            [str(venv_bin / "snakemake"), f"results/{config['study']}/traces/candidates.parquet",
+            [str(venv_bin / "snakemake"), *(f"results/{study}/{run}/candidates.parquet" for run in trained),
              "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles/slurm"),
              "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
              "--seconds-between-status-checks", "2", "--configfile", "config/ci.yaml"],
@@ -42,10 +46,9 @@ def test_ci_study_on_slurm(tmp_path):
         job_logs = "".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob(".snakemake/slurm_logs/**/*.log"))
         assert proc.returncode == 0, proc.stderr[-3000:] + job_logs[-4000:]
         jobs = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True).stdout
-    search = config["search"]
     ranks = [line for line in jobs.splitlines() if f"NumTasks={search['workers'] + 1} " in line]
-    assert len(ranks) == len(config["runs"]), jobs[-2000:]  # each search: one MPI job of W+1 tasks
-    trace = pd.read_parquet(tmp_path / f"results/{config['study']}/traces/candidates.parquet")
-    assert sorted(trace["run"].unique()) == sorted(config["runs"])
-    for run, one in trace.groupby("run"):
-        assert algorithm1_violations(one, search["population"], search["sample"], search["candidates"]) == [], run
+    assert trained and len(ranks) == len(trained), jobs[-2000:]
+    for run in trained:
+        trace = pd.read_parquet(tmp_path / f"results/{study}/{run}/candidates.parquet")
+        assert len(trace) == search["candidates"], run
+        assert algorithm1_violations(trace, search["population"], search["sample"], search["candidates"]) == [], run
