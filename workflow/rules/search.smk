@@ -22,7 +22,7 @@ rule search:
     threads: 1
     resources:
         tasks=lambda wc: 1 if simulated(wc) else search_workers(wc) + 1,
-        mpi_slots=1,
+        mpi_slots=lambda wc: 0 if simulated(wc) else 1,  # a simulated search is one process
         runtime=120,
     params:
         launch=search_launcher,
