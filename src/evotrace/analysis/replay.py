@@ -95,19 +95,29 @@ def replay(keys, sizes, priority, capacity: int, admit=None, bypass: bool = Fals
 
 
 @numba.njit(cache=True, nogil=True)
+def _before(hp, hk, a, b):
+    """Heap order: lower priority first, ties by key."""
+    return hp[a] < hp[b] or (hp[a] == hp[b] and hk[a] < hk[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _swap(hp, hk, a, b):
+    hp[a], hp[b] = hp[b], hp[a]
+    hk[a], hk[b] = hk[b], hk[a]
+
+
+@numba.njit(cache=True, nogil=True)
 def _sift_down(hp, hk, size, i):
     while True:
         child = 2 * i + 1
         if child >= size:
             return
-        if child + 1 < size and (hp[child + 1] < hp[child] or (hp[child + 1] == hp[child] and hk[child + 1] < hk[child])):
+        if child + 1 < size and _before(hp, hk, child + 1, child):
             child += 1
-        if hp[child] < hp[i] or (hp[child] == hp[i] and hk[child] < hk[i]):
-            hp[i], hp[child] = hp[child], hp[i]
-            hk[i], hk[child] = hk[child], hk[i]
-            i = child
-        else:
+        if not _before(hp, hk, child, i):
             return
+        _swap(hp, hk, i, child)
+        i = child
 
 
 @numba.njit(cache=True, nogil=True)
@@ -116,12 +126,10 @@ def _push(hp, hk, size, p, k):
     hp[i], hk[i] = p, k
     while i > 0:
         parent = (i - 1) // 2
-        if hp[i] < hp[parent] or (hp[i] == hp[parent] and hk[i] < hk[parent]):
-            hp[i], hp[parent] = hp[parent], hp[i]
-            hk[i], hk[parent] = hk[parent], hk[i]
-            i = parent
-        else:
+        if not _before(hp, hk, i, parent):
             break
+        _swap(hp, hk, i, parent)
+        i = parent
     return size + 1
 
 
