@@ -74,7 +74,7 @@ def child_ours(n: int, w: int, out: Path) -> dict:
     class Marked(SimulatedEvaluator):
         def gather(self, type, size=1):
             done = super().gather(type, size)
-            reads[0] += sum(len(job.metadata.get("tensor_reads") or ()) for job in done)
+            reads[0] += sum(len(job.metadata["tensor_reads"]["tensor_id"]) for job in done)
             marks.append((self.num_jobs_gathered, time.process_time(), self.worker_seconds, reads[0]))
             return done
 

@@ -17,6 +17,7 @@ from evotrace.search.models import Layouts, ModelError, make_model
 from evotrace.search.regevo import RegularizedEvolution
 from evotrace.search.simulated import SimulatedWorkers, run_simulated, simulation_spec
 from evotrace.spaces import make_space
+from evotrace.trace import READ_COLUMNS
 
 NB201 = {"C": 4, "N": 1, "input_shape": [1, 8, 8]}
 
@@ -83,6 +84,43 @@ def test_tensor_reads_name_the_real_tensors(tmp_path):
         assert (group["owner_id"] <= row["donor_id"]).all()
         assert row["n_transferred_tensors"] == len(group)
         assert row["bytes_read"] == group.loc[~group["cache_hit"], "nbytes"].sum()
+
+
+def test_journal_keeps_each_candidates_reads_as_the_columns_of_its_trace_rows(tmp_path):
+    """A worker reports its tensor reads as columns (one list per READ_COLUMNS) and the journal keeps them
+    so, one field per candidate: the master handles one object per candidate, whatever its reads."""
+    n = 300
+    assert run_simulated(spec_for(n, 30, 4, 8), tmp_path) == 0
+    reads = pd.read_parquet(tmp_path / "tensor_reads.parquet")
+    records = [json.loads(line) for line in (tmp_path / "journal.done.jsonl").read_text().splitlines()]
+    journaled = {r["job_id"]: r["tensor_reads"] for r in records if r["e"] == "d"}
+    assert len(journaled) == n and len(reads) > n
+    rows = {job_id: {c: group[c].tolist() for c in READ_COLUMNS} for job_id, group in reads.groupby("job_id")}
+    assert journaled == {j: rows.get(j, {c: [] for c in READ_COLUMNS}) for j in range(n)}
+
+
+def test_resume_rebuilds_the_trace_from_a_journal_of_either_read_form(tmp_path):
+    """A finished search's journal, resumed, writes the same trace; so does one whose reads are rows (a dict
+    per read, as evotrace wrote them before reads became columns), so an older search still resumes."""
+    spec = spec_for(300, 30, 4, 8)
+    assert run_simulated(spec, tmp_path / "a") == 0
+    lines = (tmp_path / "a" / "journal.done.jsonl").read_text().splitlines()
+    expected = {name: pd.read_parquet(tmp_path / "a" / f"{name}.parquet") for name in ("candidates", "tensor_reads")}
+
+    def as_rows(record):
+        reads = record.get("tensor_reads")
+        if reads is not None:
+            record["tensor_reads"] = [dict(zip(reads, row)) for row in zip(*reads.values())]
+        return record
+
+    for form, convert in (("columns", lambda r: r), ("rows", as_rows)):
+        out = tmp_path / form
+        out.mkdir()
+        records = [convert(json.loads(line)) for line in lines]
+        (out / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        assert run_simulated(spec, out) == 0
+        for name, table in expected.items():
+            pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), table, obj=f"{form}: {name}")
 
 
 def _retained(tmp_path, n, workers=32):

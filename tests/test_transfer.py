@@ -14,6 +14,7 @@ from evotrace.cache import TensorCache
 from evotrace.repository import CorruptTensor, ModelRepository
 from evotrace.spaces.attn import AttnSpace
 from evotrace.spaces.nb201 import NB201Space
+from evotrace.trace import READ_COLUMNS
 from evotrace.transfer import PrefixIndex, common_prefix_len
 
 
@@ -213,7 +214,9 @@ def test_cache_serves_the_second_transfer(tmp_path):
     assert second.cache_hits == len(second.transferred) and second.bytes_read == 0
     assert all(r.cache_hit for r in second.reads)
     assert second.summary()["cache_hits"] == len(second.transferred) and second.summary()["bytes_read"] == 0
-    assert [row["tensor_id"] for row in second.read_rows()] == second.tensor_ids
+    columns = second.read_columns()  # a worker's report: one list per column, whatever the number of reads
+    assert list(columns) == list(READ_COLUMNS) and columns["tensor_id"] == second.tensor_ids
+    assert columns["cache_hit"] == [True] * len(second.reads) and columns["nbytes"] == [r.nbytes for r in second.reads]
     reference = repo.load(0, second.transferred)
     assert all(torch.equal(second_model.state_dict()[n], reference[n]) for n in second.transferred)
 

@@ -70,6 +70,13 @@ REPORTED = {
 READ_COLUMNS = ("tensor_id", "owner_id", "position", "nbytes", "cache_hit")
 
 
+def no_reads() -> dict[str, list]:
+    """A worker's report of its tensor reads is columnar, {READ_COLUMNS: equal-length lists}: the master
+    passes one object per candidate to the journal and the trace, whatever the number of reads (a
+    converging search transfers ever longer prefixes). This is the report of a job that read nothing."""
+    return {c: [] for c in READ_COLUMNS}
+
+
 METADATA_KEY = b"evotrace"
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .repository import CorruptTensor, ModelRepository  # noqa: F401  (CorruptTensor is part of this API)
+from .trace import READ_COLUMNS
 
 
 def quality_key(quality) -> float:
@@ -198,9 +199,9 @@ class TransferResult:
         return {"n_transferred_tensors": len(self.transferred), "bytes_read": self.bytes_read,
                 "transfer_seconds": self.seconds, "cache_hits": self.cache_hits}
 
-    def read_rows(self) -> list[dict]:
-        """The READ_COLUMNS of tensor_reads rows (TensorRead's fields); the master adds the others."""
-        return [vars(r).copy() for r in self.reads]
+    def read_columns(self) -> dict[str, list]:
+        """The reads as a worker reports them (evotrace.trace.no_reads): TensorRead's fields as columns."""
+        return {c: [getattr(r, c) for r in self.reads] for c in READ_COLUMNS}
 
 
 def transferable(

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..durable import TMP_PREFIX, temp_path
-from ..trace import CANDIDATES, CREATED, JUDGED, READ_COLUMNS, REPORTED, TENSOR_READS, with_run_metadata
+from ..trace import CANDIDATES, CREATED, JUDGED, READ_COLUMNS, REPORTED, TENSOR_READS, no_reads, with_run_metadata
 from .journal import Journal, JournalError, SearchLock, SearchLocked, changed_keys, fingerprint
 from .regevo import Candidate, RegularizedEvolution
 
@@ -44,26 +44,22 @@ class Clock:
 
 
 class ReadLog:
-    """Each job's tensor reads, packed: a 100k-candidate search makes millions of reads, and a dict per
-    read would hold ~250 bytes each for the whole run. Set and get lists of read dicts per job."""
+    """Each job's tensor reads, as the worker reported them (columns, trace.no_reads), packed: a tuple of
+    interned tensor ids and one typed array per column. A 100k-candidate search makes millions of reads;
+    the master keeps and handles a few objects per job, never one per read."""
 
     _INTS = tuple((f.name, {pa.int64(): "q", pa.int32(): "i", pa.int16(): "h"}[f.type]) for f in TENSOR_READS
                   if f.name in READ_COLUMNS and pa.types.is_integer(f.type))
-    _ORDER = ("tensor_id", *(name for name, _ in _INTS), "cache_hit")  # the packed tuple's order
 
     def __init__(self):
         self._jobs: dict[int, tuple] = {}
 
-    def __setitem__(self, job_id: int, reads: list[dict]) -> None:
-        self._jobs[job_id] = (tuple(sys.intern(r["tensor_id"]) for r in reads),
-                              *(array(code, [r[key] for r in reads]) for key, code in self._INTS),
-                              bytes(bool(r["cache_hit"]) for r in reads))
-
-    def __getitem__(self, job_id: int) -> list[dict]:
-        return [{**dict(zip(self._ORDER, row)), "cache_hit": bool(row[-1])} for row in zip(*self._jobs[job_id])]
-
-    def get(self, job_id: int, default=None):
-        return self[job_id] if job_id in self._jobs else default
+    def __setitem__(self, job_id: int, reads: dict[str, list] | list[dict]) -> None:
+        if isinstance(reads, list):  # a dict per read: the journal of an evotrace before reads were columns
+            reads = {c: [r[c] for r in reads] for c in READ_COLUMNS}
+        self._jobs[job_id] = (tuple(map(sys.intern, reads["tensor_id"])),
+                              *(array(code, reads[key]) for key, code in self._INTS),
+                              bytes(map(bool, reads["cache_hit"])))
 
     def tensor_ids(self, job_id: int) -> tuple[str, ...]:
         return self._jobs[job_id][0] if job_id in self._jobs else ()
@@ -81,18 +77,21 @@ class ReadLog:
         return len(self._jobs)
 
     def columns(self, jobs: list[int]) -> dict[str, list]:
-        """The READ_COLUMNS of `jobs`, in order (integers as numpy arrays), plus a `job_id` column."""
-        ints = [name for name, _ in self._INTS]
-        cols = {"job_id": [], "tensor_id": [], **{name: array(code) for name, code in self._INTS}, "cache_hit": []}
+        """The READ_COLUMNS of `jobs`, in order (tensor ids as a list, the rest as numpy arrays), plus a
+        `job_id` column."""
+        cols = {"job_id": array("q"), "tensor_id": [], **{name: array(code) for name, code in self._INTS},
+                "cache_hit": bytearray()}
+        ints = [cols[name] for name, _ in self._INTS]
         for job_id in jobs:
             ids, *packed, hits = self._jobs[job_id]
-            cols["job_id"] += [job_id] * len(ids)
+            cols["job_id"] += array("q", (job_id,)) * len(ids)
             cols["tensor_id"] += ids
-            for name, values in zip(ints, packed):
-                cols[name] += values
-            cols["cache_hit"] += [bool(h) for h in hits]
-        for name, code in self._INTS:
+            for col, values in zip(ints, packed):
+                col += values
+            cols["cache_hit"] += hits
+        for name, code in (("job_id", "q"), *self._INTS):
             cols[name] = np.frombuffer(cols[name], dtype=np.dtype(code))
+        cols["cache_hit"] = np.frombuffer(cols["cache_hit"], dtype=np.uint8).astype(bool)
         return cols
 
 
@@ -121,7 +120,7 @@ class TraceBook:
         """A candidate's completion record (its reads still inside, under "tensor_reads")."""
         job_id = record["job_id"]
         self.done[job_id] = record
-        self.reads[job_id] = record.get("tensor_reads", [])
+        self.reads[job_id] = record.get("tensor_reads") or no_reads()
         self.n_done += 1
         self.n_failed += record["status"] == "failed"
 
@@ -162,7 +161,7 @@ class TraceBook:
     def _read_table(self, jobs: list[int], schema: pa.Schema) -> pa.Table:
         """The tensor_reads rows of `jobs`, built column by column (millions of rows at scale)."""
         cols = self.reads.columns(jobs)
-        job_ids = np.asarray(cols["job_id"], dtype=np.int64)
+        job_ids = cols["job_id"]
         order = np.searchsorted(np.asarray(jobs, dtype=np.int64), job_ids)
         worker = np.asarray([self.done[j]["worker"] for j in jobs], dtype=np.int32)[order]
         start = np.asarray([np.nan if self.done[j]["start_time"] is None else self.done[j]["start_time"] for j in jobs])
@@ -335,7 +334,7 @@ class Master:
                   "start_time": self._master_time(meta, "start_epoch"),
                   "end_time": self._master_time(meta, "end_epoch") if "end_epoch" in meta else self.clock(),
                   "quality": quality, "status": "ok" if ok else "failed", "error": error,
-                  "insert_seq": insert_seq, "tensor_reads": meta.get("tensor_reads", [])}
+                  "insert_seq": insert_seq, "tensor_reads": meta.get("tensor_reads") or no_reads()}
         record["stored"] = bool(record["stored"])
         self.book.finished(record)
         self._observe_reads(job_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..spaces import known_spaces, make_space
-from ..trace import REPORTED
+from ..trace import REPORTED, no_reads
 from .models import Layouts, make_model
 
 log = logging.getLogger("evotrace.search")
@@ -36,21 +36,24 @@ class VirtualCache:
         self.entries: OrderedDict[str, int] = OrderedDict()
         self.size = 0
 
-    def read(self, tensor_id: str, nbytes: int, popularity) -> bool:
-        """True on a hit; on a miss, offer the tensor to the cache."""
-        if tensor_id in self.entries:
-            self.entries.move_to_end(tensor_id)
-            return True
-        if self.policy == "none" or nbytes > self.capacity:
-            return False
-        if self.policy == "popularity" and (popularity or {}).get(tensor_id, 0) < self.k:
-            return False
-        while self.size + nbytes > self.capacity:
-            _, freed = self.entries.popitem(last=False)
-            self.size -= freed
-        self.entries[tensor_id] = nbytes
-        self.size += nbytes
-        return False
+    def read(self, tensor_ids: list[str], sizes: list[int], popularity: dict) -> list[bool]:
+        """Hit or miss of each read, in order; each miss is offered to the cache."""
+        entries, capacity, policy, k = self.entries, self.capacity, self.policy, self.k
+        hits = []
+        for tensor_id, nbytes in zip(tensor_ids, sizes):
+            if tensor_id in entries:
+                entries.move_to_end(tensor_id)
+                hits.append(True)
+                continue
+            hits.append(False)
+            if policy == "none" or nbytes > capacity or (policy == "popularity" and popularity.get(tensor_id, 0) < k):
+                continue
+            while self.size + nbytes > capacity:
+                _, freed = entries.popitem(last=False)
+                self.size -= freed
+            entries[tensor_id] = nbytes
+            self.size += nbytes
+        return hits
 
 
 class SimulatedWorkers:
@@ -78,7 +81,7 @@ class SimulatedWorkers:
         names, maxpos, nbytes, total = self.layouts(seq)
         donor, lcp = params.get("donor_id"), params.get("prefix_len")
         meta = {**REPORTED, "job_id": job_id, "start_epoch": now, "worker": worker,
-                "host": f"sim{(worker - 1) // WORKERS_PER_HOST}", "pid": 0, "epochs": self.spec["epochs"], "tensor_reads": []}
+                "host": f"sim{(worker - 1) // WORKERS_PER_HOST}", "pid": 0, "epochs": self.spec["epochs"], "tensor_reads": no_reads()}
         owners = np.full(len(seq) + 1, job_id, dtype=np.int64)
         inherited = np.zeros(len(names), dtype=bool)
         donor_owners = None
@@ -87,24 +90,20 @@ class SimulatedWorkers:
         if donor_owners is not None:
             owners[: lcp + 1] = donor_owners[: lcp + 1]
             inherited = maxpos < lcp
+            index = np.flatnonzero(inherited)
+            position, size = maxpos[index], nbytes[index]
+            owner = donor_owners[position + 1].tolist()
+            size_list = size.tolist()
+            ids = [sys.intern(f"{o}/{names[i]}") for o, i in zip(owner, index.tolist())]  # popular ones recur
             cache = self.caches.get(worker)
             if cache is None:
                 cache = self.caches[worker] = VirtualCache(*self._cache_args)
-            popularity = params.get("tensor_popularity")
-            reads = meta["tensor_reads"]
-            for i in np.flatnonzero(inherited):
-                position, size = int(maxpos[i]), int(nbytes[i])
-                owner = int(donor_owners[position + 1])
-                tensor_id = sys.intern(f"{owner}/{names[i]}")  # popular tensors are read by many
-                hit = cache.read(tensor_id, size, popularity)
-                reads.append({"tensor_id": tensor_id, "owner_id": owner, "position": position, "nbytes": size,
-                              "cache_hit": hit})
-                if hit:
-                    meta["cache_hits"] += 1
-                else:
-                    meta["bytes_read"] += size
-            meta.update(n_transferred_tensors=len(reads), donor_id=int(donor), prefix_len=int(lcp))
-            meta["transfer_seconds"] = meta["bytes_read"] / READ_BANDWIDTH + TENSOR_LATENCY * (len(reads) - meta["cache_hits"])
+            hits = cache.read(ids, size_list, params.get("tensor_popularity") or {})
+            meta["tensor_reads"] = {"tensor_id": ids, "owner_id": owner, "position": position.tolist(),
+                                    "nbytes": size_list, "cache_hit": hits}
+            meta.update(n_transferred_tensors=len(ids), donor_id=int(donor), prefix_len=int(lcp),
+                        cache_hits=sum(hits), bytes_read=sum(b for b, hit in zip(size_list, hits) if not hit))
+            meta["transfer_seconds"] = meta["bytes_read"] / READ_BANDWIDTH + TENSOR_LATENCY * (len(ids) - meta["cache_hits"])
         elif donor is not None and self.transfer:
             meta["warning"] = f"transfer skipped, trained from scratch: KeyError: donor {donor} is not stored"
         quality, seconds = self.model.outcome(job_id, seq, lcp if donor_owners is not None else None)

@@ -13,7 +13,7 @@ import traceback
 import numpy as np
 
 from ..durable import warn_once
-from ..trace import REPORTED
+from ..trace import REPORTED, no_reads
 
 log = logging.getLogger("evotrace.worker")
 _STATE: dict = {}
@@ -92,7 +92,7 @@ def _injected_failure(spec: dict, job_id: int) -> str | None:
 def evaluate(job, spec_path: str, cache_dir: str | None = None, repository: str | None = None) -> dict:
     start = time.time()
     params = job.parameters
-    meta = {**REPORTED, "job_id": params["job_id"], "start_epoch": start, "pid": os.getpid(), "tensor_reads": []}
+    meta = {**REPORTED, "job_id": params["job_id"], "start_epoch": start, "pid": os.getpid(), "tensor_reads": no_reads()}
     try:
         state = worker_state(spec_path, cache_dir, repository)
         meta.update(worker=state["rank"], host=state["host"], pid=state["pid"], start_epoch=start + state["clock_skew"])
@@ -182,7 +182,7 @@ def _transfer(state, model, seq, params, meta):
         meta["warning"] = f"transfer skipped, trained from scratch: {type(err).__name__}: {err}"
         meta["transfer_seconds"] = time.perf_counter() - t0
         return None
-    meta["tensor_reads"] = result.read_rows()
+    meta["tensor_reads"] = result.read_columns()
     meta.update(result.summary())
     if not result.transferred:  # no tensor of the donor fits the child: no transfer happened
         return None
