@@ -65,6 +65,22 @@ def test_one_worker_equals_sequential_algorithm1(tmp_path):
     assert trace["population_version"].tolist() == list(range(n))
 
 
+def test_a_candidates_outcome_depends_on_the_seed_and_its_job_id_only():
+    """A resumed search re-runs its unfinished candidates out of order: each must get the same outcome."""
+    space = make_space("nb201", **NB201)
+    rng = np.random.default_rng(0)
+    seqs = [space.sample(rng) for _ in range(50)]
+    jobs = [0, 1, 4095, 4096, 9000, 123456]
+    alone = {j: make_model("synthetic", space, 7).outcome(j, seqs[j % 50], 2) for j in jobs}
+    model = make_model("synthetic", space, 7)
+    for j in range(12000, 0, -7):  # many others first, in another order
+        model.outcome(j, seqs[j % 50], None)
+    assert {j: model.outcome(j, seqs[j % 50], 2) for j in reversed(jobs)} == alone
+    other_seed = make_model("synthetic", space, 8)
+    assert [other_seed.outcome(j, seqs[j % 50], 2) for j in jobs] != [alone[j] for j in jobs]
+    assert len({alone[j][1] / model.layouts(seqs[j % 50])[3] for j in jobs}) == len(jobs)  # noise differs by job
+
+
 def test_tensor_reads_name_the_real_tensors(tmp_path):
     spec = spec_for(400, 30, 4, 8)
     run_simulated(spec, tmp_path)

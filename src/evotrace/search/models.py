@@ -53,12 +53,35 @@ class Layouts:
         return float(nbytes[maxpos < prefix_len].sum()) / total if total else 0.0
 
 
+class CandidateDraws:
+    """Each candidate's random draws (two standard normals, one uniform) from (seed, job_id) alone, so that a
+    resumed search, re-running candidates out of order, sees the same ones. Drawn for a block of job ids at
+    a time: seeding a generator per candidate cost more than the rest of the model."""
+
+    block = 4096
+
+    def __init__(self, seed: int, keep: int = 4):
+        self.seed, self.keep = seed, keep
+        self._blocks: dict[int, list[tuple[float, float, float]]] = {}
+
+    def __call__(self, job_id: int) -> tuple[float, float, float]:
+        b, i = divmod(int(job_id), self.block)
+        draws = self._blocks.get(b)
+        if draws is None:
+            rng = np.random.default_rng([self.seed, 0xD8A5, b])
+            z = rng.standard_normal((2, self.block))
+            draws = self._blocks[b] = list(zip(z[0].tolist(), z[1].tolist(), rng.random(self.block).tolist()))
+            if len(self._blocks) > self.keep:  # jobs run roughly in job_id order: the oldest block is done
+                del self._blocks[min(self._blocks)]
+        return draws[i]
+
+
 class SyntheticModel:
     """Quality = 0.10 + 0.85 * sigmoid(score) + N(0, noise), score = sum of per-position effects
     a_i[c_i] ~ N(0, 1/L) plus adjacent-pair interactions g * u_i[c_i] * u_{i+1}[c_{i+1}] / sqrt(L);
     training time = base_seconds * params / mean params of a random candidate * LogNormal(0, sigma)
     * (1 - TRANSFER_SAVING * transferred fraction). A candidate fails with probability failure_rate.
-    Everything is drawn from the seed, and each candidate's noise from (seed, job_id)."""
+    Everything is drawn from the seed, and each candidate's noise from (seed, job_id) (CandidateDraws)."""
 
     def __init__(self, space: SearchSpace, layouts: Layouts, seed: int, base_seconds: float = 30.0,
                  time_sigma: float = 0.3, noise: float = 0.01, interaction: float = 0.5, failure_rate: float = 0.0):
@@ -68,7 +91,7 @@ class SyntheticModel:
         self.effects = [rng.normal(0.0, scale, n) for n in space.num_choices]
         self.pairs = [rng.normal(0.0, 1.0, n) for n in space.num_choices]
         self.interaction = interaction * scale
-        self.seed, self.layouts = seed, layouts
+        self.seed, self.layouts, self.draws = seed, layouts, CandidateDraws(seed)
         self.base_seconds, self.time_sigma, self.noise, self.failure_rate = base_seconds, time_sigma, noise, failure_rate
         probe = np.random.default_rng([seed, 0xB17E])
         self.mean_bytes = float(np.mean([layouts(space.sample(probe))[3] for _ in range(64)]))
@@ -79,14 +102,13 @@ class SyntheticModel:
                 "transfer_saving": TRANSFER_SAVING}
 
     def outcome(self, job_id: int, seq: Sequence[int], prefix_len: int | None) -> tuple[float | None, float]:
-        rng = np.random.default_rng([self.seed, int(job_id)])
+        z_quality, z_time, u = self.draws(job_id)
         score = sum(e[c] for e, c in zip(self.effects, seq))
         score += self.interaction * sum(self.pairs[i][seq[i]] * self.pairs[i + 1][seq[i + 1]] for i in range(len(seq) - 1))
-        quality = 0.10 + 0.85 / (1.0 + math.exp(-score)) + rng.normal(0.0, self.noise)
+        quality = 0.10 + 0.85 / (1.0 + math.exp(-score)) + self.noise * z_quality
         saving = 1.0 - TRANSFER_SAVING * self.layouts.transferred_fraction(seq, prefix_len)
-        seconds = self.base_seconds * self.layouts(seq)[3] / self.mean_bytes * rng.lognormal(0.0, self.time_sigma) * saving
-        failed = rng.random() < self.failure_rate
-        return (None if failed else float(quality)), float(seconds)
+        seconds = self.base_seconds * self.layouts(seq)[3] / self.mean_bytes * math.exp(self.time_sigma * z_time) * saving
+        return (None if u < self.failure_rate else float(quality)), float(seconds)
 
 
 class FittedModel:
@@ -136,6 +158,7 @@ class FittedModel:
         self.time_sigma = float((logt - x @ self.coef).std())
         self.failure_rate = float((df["status"] != "ok").mean())
         self.path, self.seed, self.layouts, self.fitted_on = path, seed, layouts, len(ok)
+        self.draws = CandidateDraws(seed)
 
     def describe(self) -> dict:
         return {"model": f"fitted:{self.path}", "fitted_on": self.fitted_on, "quality_noise": self.noise,
@@ -143,13 +166,12 @@ class FittedModel:
                 "failure_rate": self.failure_rate}
 
     def outcome(self, job_id: int, seq: Sequence[int], prefix_len: int | None) -> tuple[float | None, float]:
-        rng = np.random.default_rng([self.seed, int(job_id)])
-        quality = self.mean + sum(e[c] for e, c in zip(self.effects, seq)) + rng.normal(0.0, self.noise)
+        z_quality, z_time, u = self.draws(job_id)
+        quality = self.mean + sum(e[c] for e, c in zip(self.effects, seq)) + self.noise * z_quality
         a, b, c = self.coef
         seconds = math.exp(a + b * math.log(self.layouts(seq)[3]) + c * self.layouts.transferred_fraction(seq, prefix_len)
-                           + rng.normal(0.0, self.time_sigma))
-        failed = rng.random() < self.failure_rate
-        return (None if failed else float(quality)), float(seconds)
+                           + self.time_sigma * z_time)
+        return (None if u < self.failure_rate else float(quality)), float(seconds)
 
 
 def pd_na(value) -> bool:
