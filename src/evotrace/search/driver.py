@@ -76,6 +76,10 @@ class ReadLog:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def held_bytes(self) -> int:
+        """Bytes of the packed reads held (the tensor id strings are interned, shared by many jobs)."""
+        return sum(sys.getsizeof(column) for packed in self._jobs.values() for column in packed)
+
     def columns(self, jobs: list[int]) -> dict[str, list]:
         """The READ_COLUMNS of `jobs`, in order (tensor ids as a list, the rest as numpy arrays), plus a
         `job_id` column."""
