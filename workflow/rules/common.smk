@@ -16,8 +16,6 @@ RESULTS = f"results/{STUDY}"
 LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
-# research questions whose rules live in their own file (rq5.smk), not in rq.smk's loop
-OWN_RULES = {"rq5"}
 
 
 wildcard_constraints:
@@ -57,16 +55,21 @@ def caption_of(rq, figure):
     )
 
 
-def finding_of(rq, figure):
-    """A params function: the one-sentence finding of a figure, filled from its tables (FINDINGS of
-    evotrace.figures.rqN), which its report caption states."""
+def findings_of(rq):
+    """A params function: {figure: its one-sentence finding}, filled from the tables for the figures
+    of evotrace.figures.rqN that have one (FINDINGS), which their report captions state.
+    """
 
-    def finding(wildcards, input):
-        return importlib.import_module(f"evotrace.figures.{rq}").finding(
-            figure, os.path.dirname(input.tables[0]), input.config
-        )
+    def findings(wildcards, input):
+        figures = importlib.import_module(f"evotrace.figures.{rq}")
+        return {
+            figure: figures.finding(
+                figure, os.path.dirname(input.tables[0]), input.config
+            )
+            for figure in getattr(figures, "FINDINGS", {})
+        }
 
-    return finding
+    return findings
 
 
 # figures whose interactive HTML goes into the report; the others appear there as PNG (each HTML file
