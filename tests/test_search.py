@@ -344,6 +344,27 @@ def test_storage_error_keeps_the_quality_and_warns_once(tmp_path, tabular, caplo
 
 # --- real MPI searches -------------------------------------------------------------------------
 
+def test_a_worker_task_unpickles_without_deephyper(tmp_path):
+    """The master ships each candidate as a worker_task: a fresh interpreter (a worker rank) unpickles it
+    and reads the job's parameters without importing DeepHyper, whose import costs seconds per rank."""
+    import pickle
+    from types import SimpleNamespace
+
+    from evotrace.search.evaluators import Arguments, worker_task
+    from evotrace.search.worker import evaluate
+
+    job = SimpleNamespace(run_function=evaluate, args=Arguments({"job_id": 7, "arch_seq": [1, 2]}))
+    (tmp_path / "task.pkl").write_bytes(pickle.dumps(worker_task(job, {"spec_path": "s.json"})))
+    probe = textwrap.dedent(f"""
+        import pickle, sys
+        task = pickle.loads(open({str(tmp_path / "task.pkl")!r}, "rb").read())
+        print(task.func.__module__, task.args[0].parameters["job_id"], task.keywords["spec_path"],
+              sorted(m for m in sys.modules if m.split(".")[0] in ("deephyper", "ConfigSpace", "sklearn")))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["evotrace.search.worker", "7", "s.json", "[]"]
+
+
 @pytest.mark.mpi
 def test_mpi_search_follows_algorithm1(tmp_path, tabular):
     spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=3)

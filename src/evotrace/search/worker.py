@@ -19,6 +19,16 @@ log = logging.getLogger("evotrace.worker")
 _STATE: dict = {}
 
 
+class Assignment:
+    """A candidate as a worker rank receives it: the job's parameters, all that `evaluate` reads of a job
+    (DeepHyper's RunningJob has the same attribute). Defined here so that unpickling it imports no DeepHyper."""
+
+    __slots__ = ("parameters",)
+
+    def __init__(self, parameters: dict):
+        self.parameters = parameters
+
+
 def _local_rank() -> int:
     for var in ("PMI_LOCAL_RANK", "PALS_LOCAL_RANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"):
         if var in os.environ:
