@@ -538,7 +538,10 @@ def serve(comm, root: int = 0) -> None:
     worker loop, which runs the master's `worker_task`s until the master shuts it down."""
     from mpi4py.futures import MPICommExecutor
 
+    from .worker import release_state
+
     comm.Barrier()
     comm.bcast(None, root)
     with MPICommExecutor(comm, root=root):
         pass
+    release_state()

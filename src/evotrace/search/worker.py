@@ -85,6 +85,14 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
     return _STATE
 
 
+def release_state() -> None:
+    """At the end of the worker loop: remove the worker's tensor cache from node-local scratch."""
+    cache = _STATE.get("cache")
+    if cache is not None:
+        cache.close()
+    _STATE.clear()
+
+
 def _injected_failure(spec: dict, job_id: int) -> str | None:
     """Test hook (spec["inject_failures"]): fail a seeded fraction of jobs, make given jobs diverge, or give
     them a model too large for any device (bench/gpu_check.py)."""
