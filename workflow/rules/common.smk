@@ -99,9 +99,11 @@ def simulated(wildcards):
 
 
 def search_launcher(wildcards, resources):
+    """The MPI launcher a profile names (resources.mpi: mpiexec, srun, Polaris' mpiexec with its
+    binding), or plain mpiexec when Snakemake runs without a profile."""
     if simulated(wildcards):
         return ""
-    return f"{resources.mpi} -n {resources.tasks}"
+    return f"{resources.get('mpi', 'mpiexec')} -n {resources.tasks}"
 
 
 def final_output():
