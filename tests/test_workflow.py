@@ -128,6 +128,24 @@ def test_small_study_end_to_end(ci_study):
     assert "median worker idle fraction of sim" in html  # the design finding, with its interval
 
 
+@pytest.mark.mpi
+def test_an_analysis_edit_reruns_the_analyses_not_the_searches(ci_study, tmp_path):
+    """A finished study whose analysis options change: the tables are planned again, no search is."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
+    config["analysis"]["prefix_len"] = config["analysis"].get("prefix_len", 3) + 1
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    root = ci_study.parent.parent
+    proc = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(root), "--profile", str(REPO / "profiles" / "local"),
+                     "--configfile", str(edited), "-n")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs = planned_jobs(proc.stdout)
+    assert jobs["study_config"] == 1 and jobs["rq1_tables"] == 1 and jobs["rq5_figures"] == 1
+    assert "search" not in jobs and "setup_run" not in jobs
+
+
 def test_workflow_is_lint_and_format_clean():
     lint = snakemake("--lint")
     assert lint.returncode == 0, lint.stdout[-3000:]

@@ -84,6 +84,17 @@ def figure_file(rq, figure, ext):
     return path
 
 
+def run_settings(wildcards):
+    """Every part of the config a run's spec is built from (evotrace.runspec.build_spec)."""
+    run = config["runs"][wildcards.run]
+    return {
+        "study": STUDY,
+        "run": run,
+        "dataset": config["datasets"][run["dataset"]],
+        **{part: config[part] for part in ("search", "training", "transfer")},
+    }
+
+
 def dataset_of(wildcards):
     return f"resources/data/{config['runs'][wildcards.run]['dataset']}.npz"
 
