@@ -19,7 +19,6 @@ include: "workflow/rules/setup.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/traces.smk"
 include: "workflow/rules/rq.smk"
-include: "workflow/rules/rq5.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cluster.smk"
 

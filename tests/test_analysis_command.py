@@ -80,8 +80,9 @@ def test_analyze_and_figure(study):
     assert a["jobs"].iloc[0] == [0, 1, 3, 5]
     assert read_table(tables / "reads.csv").to_dict("records") == [{"run": "a", "reads": 6}]
 
-    out = [str(tmp / "fig" / "bar.html")]
-    assert main(["figure", "--rq", "rq3", "--name", "bar", "--tables-dir", str(tables), *common, "--out", *out]) == 0
+    assert main(["figure", "--rq", "rq3", "--tables-dir", str(tables), *common, "--out-dir", str(tmp / "fig"),
+                 "--formats", "html"]) == 0
+    assert [p.name for p in (tmp / "fig").iterdir()] == ["bar.html"]
     assert set(SEEN["figure_tables"]) == {"prefixes", "reads"} and SEEN["figure_params"]["runs"] == SEEN["params"]["runs"]
     assert "0-1" in (tmp / "fig" / "bar.html").read_text()
 
@@ -94,8 +95,10 @@ def test_analyze_subset_and_errors(study, capsys):
     assert [p.name for p in out.iterdir()] == ["reads.csv"]
     assert main(["analyze", "--rq", "rq3", *common, "--out-dir", str(out), "--tables", "nope"]) == 1
     assert "rq3 has no table(s) nope" in capsys.readouterr().err
-    assert main(["figure", "--rq", "rq3", "--name", "nope", "--tables-dir", str(out), *common, "--out", str(tmp / "x.html")]) == 1
-    assert "rq3 has no figure nope" in capsys.readouterr().err
+    assert main(["figure", "--rq", "rq3", "--name", "bar", "nope", "--tables-dir", str(out), *common,
+                 "--out-dir", str(tmp / "x")]) == 1
+    assert "rq3 has no figure(s) nope" in capsys.readouterr().err
+    assert not (tmp / "x").exists()
     assert main(["analyze", "--rq", "rq3", "--traces-dir", str(tmp / "missing"), "--config-json", str(config), "--out-dir", str(out)]) == 1
     assert "candidates.parquet: no such file" in capsys.readouterr().err
 

@@ -143,6 +143,7 @@ INVALID = [
     ("zero-mutation-weights", _set("search.mutation.positions", [0, 0, 0]), CHECK, r"mutation\.positions: weights are all zero"),
     ("bad-mutation-positions", _set("search.mutation.positions", "quadratic"), SCHEMA, r"^search\.mutation\.positions: 'quadratic' is not"),
     ("trie-run-unknown", _set("analysis.trie.runs", ["nb201-short", "nb201-huge"]), CHECK, r"analysis\.trie\.runs: 'nb201-huge' is not one of runs"),
+    ("figure-run-unknown", _set("analysis.figure_runs", ["attn-seed1", "attn-seed9"]), CHECK, r"analysis\.figure_runs: 'attn-seed9' is not one of runs"),
     ("snapshot-beyond-candidates", _set("analysis.snapshots", [50, 1001]), CHECK, r"analysis\.snapshots: \[1001\] exceed search\.candidates=1000"),
     ("bad-study-name", _set("study", "my study/1"), SCHEMA, r"^study: 'my study/1' does not match"),
     ("cache-policy-not-in-enum", _set("transfer.cache.policy", "fifo"), SCHEMA, r"^transfer\.cache\.policy: 'fifo' is not one of \['none', 'lru', 'popularity'\]"),

@@ -172,6 +172,20 @@ def test_figures_from_tables(tables, tmp_path, via_csv):
     assert (tmp_path / "quality_trimmed.html").stat().st_size > 1000
 
 
+def test_figure_runs_choose_the_panels():
+    trace = pd.concat([make_trace(), make_trace().assign(run="r2"), make_trace().assign(run="r3")])
+    params = {"analysis": {}, "runs": {run: PARAMS["runs"]["q"] for run in ("r3", "q", "r2")}}
+    tables = {name: fn(trace, pd.DataFrame(), params) for name, fn in rq4.TABLES.items()}
+
+    def panels(fig):
+        return [a.text.split(" ")[0] for a in fig.layout.annotations if a.text.split(" ")[0] in params["runs"]]
+
+    assert panels(figures.quality(tables, params)) == ["r3", "q", "r2"]  # every run, in the config's order
+    chosen = {**params, "analysis": {"figure_runs": ["r2", "r3"]}}
+    assert panels(figures.quality(tables, chosen)) == ["r3", "r2"]
+    assert [t.name for t in figures.improvements(tables, chosen).data] == ["r3", "r2"]
+
+
 def test_improvements_are_counted_in_end_time_order_everywhere():
     # created 0, 1, 2 with qualities 0.5, 0.7, 0.6; they finish in the order 1, 2, 0
     rows = [(0, 1, "ok", 0.5, 2, 0, None, None, 3.0), (1, 1, "ok", 0.7, 0, 0, None, None, 1.0),

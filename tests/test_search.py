@@ -58,12 +58,13 @@ def make_spec(tmp_path, data, *, n=40, p=10, s=3, workers=2, seed=5, transfer=Fa
     return path
 
 
-def search_cmd(spec, workers):
-    return [MPIEXEC, "-n", str(workers + 1), *EVOTRACE, "search", "--spec", str(spec), "--out-dir", str(spec.parent)]
+def search_cmd(spec, workers, *extra):
+    return [MPIEXEC, "-n", str(workers + 1), *EVOTRACE, "search", "--spec", str(spec), "--out-dir", str(spec.parent),
+            *extra]
 
 
-def run_search(spec, workers, timeout=240):
-    proc = subprocess.run(search_cmd(spec, workers), capture_output=True, text=True, timeout=timeout)
+def run_search(spec, workers, *extra, timeout=240):
+    proc = subprocess.run(search_cmd(spec, workers, *extra), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return pd.read_parquet(spec.parent / "candidates.parquet"), proc.stderr
 
@@ -344,6 +345,27 @@ def test_storage_error_keeps_the_quality_and_warns_once(tmp_path, tabular, caplo
 
 # --- real MPI searches -------------------------------------------------------------------------
 
+def test_a_worker_task_unpickles_without_deephyper(tmp_path):
+    """The master ships each candidate as a worker_task: a fresh interpreter (a worker rank) unpickles it
+    and reads the job's parameters without importing DeepHyper, whose import costs seconds per rank."""
+    import pickle
+    from types import SimpleNamespace
+
+    from evotrace.search.evaluators import Arguments, worker_task
+    from evotrace.search.worker import evaluate
+
+    job = SimpleNamespace(run_function=evaluate, args=Arguments({"job_id": 7, "arch_seq": [1, 2]}))
+    (tmp_path / "task.pkl").write_bytes(pickle.dumps(worker_task(job, {"spec_path": "s.json"})))
+    probe = textwrap.dedent(f"""
+        import pickle, sys
+        task = pickle.loads(open({str(tmp_path / "task.pkl")!r}, "rb").read())
+        print(task.func.__module__, task.args[0].parameters["job_id"], task.keywords["spec_path"],
+              sorted(m for m in sys.modules if m.split(".")[0] in ("deephyper", "ConfigSpace", "sklearn")))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["evotrace.search.worker", "7", "s.json", "[]"]
+
+
 @pytest.mark.mpi
 def test_mpi_search_follows_algorithm1(tmp_path, tabular):
     spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=3)
@@ -466,8 +488,11 @@ def _lcp(a, b):
 @pytest.mark.mpi
 def test_transfer_search_picks_longest_prefix_donors(tmp_path, tabular):
     spec = make_spec(tmp_path, tabular, n=40, p=10, s=3, workers=2, transfer=True)
-    trace, _ = run_search(spec, 2)
+    scratch = tmp_path / "scratch"
+    trace, _ = run_search(spec, 2, "--cache-dir", str(scratch))
     assert algorithm1_violations(trace, 10, 3, 40) == []
+    assert trace["cache_hits"].sum() > 0  # the workers' caches were used, and removed when the workers ended
+    assert scratch.is_dir() and list(scratch.iterdir()) == []
     reads = pd.read_parquet(spec.parent / "tensor_reads.parquet")
     stored = trace[trace["stored"]]
     assert len(stored) == (trace["status"] == "ok").sum()

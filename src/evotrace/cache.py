@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections import Counter, OrderedDict, deque
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -102,6 +103,12 @@ class TensorCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in (*self.directory.glob(f"*{SUFFIX}"), *self.directory.glob(f"{TMP_PREFIX}*")):
             stale.unlink(missing_ok=True)  # a cache lives as long as its worker process
+
+    def close(self) -> None:
+        """Remove the cache's directory: it is node-local scratch of one worker process."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._entries.clear()
+        self.size = 0
 
     # ---------------------------------------------------------------- popularity
     def observe_donation(self, tensor_ids: Iterable[str]) -> None:

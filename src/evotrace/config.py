@@ -163,9 +163,10 @@ def check(config: dict) -> dict:
         if "model" in evaluation and evaluation["kind"] != "simulated":
             raise ConfigError(f"runs.{name}.evaluation.model: applies to kind 'simulated' only")
     analysis = config["analysis"]
-    for run in analysis["trie"].get("runs", []):
-        if run not in config["runs"]:
-            raise ConfigError(f"analysis.trie.runs: {run!r} is not one of runs {sorted(config['runs'])}")
+    for key, named in (("trie.runs", analysis["trie"].get("runs", [])), ("figure_runs", analysis.get("figure_runs", []))):
+        for run in named:
+            if run not in config["runs"]:
+                raise ConfigError(f"analysis.{key}: {run!r} is not one of runs {sorted(config['runs'])}")
     late = [t for t in analysis["snapshots"] if t > n]
     if late:
         raise ConfigError(f"analysis.snapshots: {late} exceed search.candidates={n}")

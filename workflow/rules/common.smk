@@ -16,8 +16,6 @@ RESULTS = f"results/{STUDY}"
 LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 RUNS = list(config["runs"])
-# research questions whose rules live in their own file (rq5.smk), not in rq.smk's loop
-OWN_RULES = {"rq5"}
 
 
 wildcard_constraints:
@@ -57,16 +55,21 @@ def caption_of(rq, figure):
     )
 
 
-def finding_of(rq, figure):
-    """A params function: the one-sentence finding of a figure, filled from its tables (FINDINGS of
-    evotrace.figures.rqN), which its report caption states."""
+def findings_of(rq):
+    """A params function: {figure: its one-sentence finding}, filled from the tables for the figures
+    of evotrace.figures.rqN that have one (FINDINGS), which their report captions state.
+    """
 
-    def finding(wildcards, input):
-        return importlib.import_module(f"evotrace.figures.{rq}").finding(
-            figure, os.path.dirname(input.tables[0]), input.config
-        )
+    def findings(wildcards, input):
+        figures = importlib.import_module(f"evotrace.figures.{rq}")
+        return {
+            figure: figures.finding(
+                figure, os.path.dirname(input.tables[0]), input.config
+            )
+            for figure in getattr(figures, "FINDINGS", {})
+        }
 
-    return finding
+    return findings
 
 
 # figures whose interactive HTML goes into the report; the others appear there as PNG (each HTML file
@@ -79,6 +82,17 @@ def figure_file(rq, figure, ext):
     if ext == "png" or (ext == "html" and figure in INTERACTIVE):
         return report(path, caption=caption_of(rq, figure), category=rq.upper())
     return path
+
+
+def run_settings(wildcards):
+    """Every part of the config a run's spec is built from (evotrace.runspec.build_spec)."""
+    run = config["runs"][wildcards.run]
+    return {
+        "study": STUDY,
+        "run": run,
+        "dataset": config["datasets"][run["dataset"]],
+        **{part: config[part] for part in ("search", "training", "transfer")},
+    }
 
 
 def dataset_of(wildcards):
@@ -96,9 +110,11 @@ def simulated(wildcards):
 
 
 def search_launcher(wildcards, resources):
+    """The MPI launcher a profile names (resources.mpi: mpiexec, srun, Polaris' mpiexec with its
+    binding), or plain mpiexec when Snakemake runs without a profile."""
     if simulated(wildcards):
         return ""
-    return f"{resources.mpi} -n {resources.tasks}"
+    return f"{resources.get('mpi', 'mpiexec')} -n {resources.tasks}"
 
 
 def final_output():

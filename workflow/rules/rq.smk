@@ -1,9 +1,10 @@
-# One table rule and one rule per figure for each research question of evotrace.analysis.RQS; an RQ
-# listed in OWN_RULES (common.smk) brings its own rules file instead. The loop variables reach the
-# commands through params: a shell string is formatted when the job runs, after the loop has ended.
+# Two rules for each research question of evotrace.analysis.RQS: its tables, and its figures. A figure
+# file is a target of its own (`snakemake results/<study>/figures/rq3/tiers.png`); the rule that makes it
+# draws all figures of its question in one process, through one headless Chromium. The loop variables
+# reach the commands through params: a shell string is formatted when the job runs, after the loop ended.
 
 
-for _rq in [rq for rq in RQS if rq not in OWN_RULES]:
+for _rq in RQS:
 
     rule:
         name:
@@ -29,30 +30,32 @@ for _rq in [rq for rq in RQS if rq not in OWN_RULES]:
             "evotrace analyze --rq {params.rq} --traces-dir {params.traces} --config-json {input.config}"
             " --out-dir {params.out_dir} > {log} 2>&1"
 
-    for _figure in figures_of(_rq):
-
-        rule:
-            name:
-                f"{_rq}_{_figure}"
-            input:
-                candidates=f"{RESULTS}/traces/candidates.parquet",
-                tables=getattr(rules, f"{_rq}_tables").output,
-                config=f"{RESULTS}/config.json",
-            output:
-                html=figure_file(_rq, _figure, "html"),
-                pdf=figure_file(_rq, _figure, "pdf"),
-                png=figure_file(_rq, _figure, "png"),
-            log:
-                f"{LOGS}/figures/{_rq}_{_figure}.log",
-            localrule: True
-            conda:
-                ENV
-            params:
-                rq=_rq,
-                figure=_figure,
-                traces=lambda wc, input: os.path.dirname(input.candidates),
-                tables=lambda wc, input: os.path.dirname(input.tables[0]),
-            shell:
-                "evotrace figure --rq {params.rq} --name {params.figure} --tables-dir {params.tables}"
-                " --config-json {input.config} --traces-dir {params.traces}"
-                " --out {output.html} {output.pdf} {output.png} > {log} 2>&1"
+    rule:
+        name:
+            f"{_rq}_figures"
+        input:
+            candidates=f"{RESULTS}/traces/candidates.parquet",
+            tables=getattr(rules, f"{_rq}_tables").output,
+            config=f"{RESULTS}/config.json",
+        output:
+            [
+                figure_file(_rq, figure, ext)
+                for figure in figures_of(_rq)
+                for ext in FIGURE_FORMATS
+            ],
+        log:
+            f"{LOGS}/figures/{_rq}.log",
+        benchmark:
+            f"{BENCH}/{_rq}_figures.tsv"
+        localrule: True
+        conda:
+            ENV
+        params:
+            rq=_rq,
+            traces=lambda wc, input: os.path.dirname(input.candidates),
+            tables=lambda wc, input: os.path.dirname(input.tables[0]),
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
+            findings=findings_of(_rq),
+        shell:
+            "evotrace figure --rq {params.rq} --tables-dir {params.tables} --config-json {input.config}"
+            " --traces-dir {params.traces} --out-dir {params.out_dir} > {log} 2>&1"

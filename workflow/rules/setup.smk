@@ -52,9 +52,11 @@ rule study_config:
         "../scripts/study_config.py"
 
 
+# A run's spec depends on its own settings only (params.settings): editing an analysis option rewrites
+# config.json, which must not start the searches again (ancient: its time stamp is not compared).
 rule setup_run:
     input:
-        config=f"{RESULTS}/config.json",
+        config=ancient(f"{RESULTS}/config.json"),
         data=dataset_of,
     output:
         f"{RESULTS}/{{run}}/spec.json",
@@ -63,6 +65,8 @@ rule setup_run:
     localrule: True
     conda:
         ENV
+    params:
+        settings=run_settings,
     shell:
         "evotrace setup --config-json {input.config} --run {wildcards.run}"
         " --data {input.data} --out {output} > {log} 2>&1"

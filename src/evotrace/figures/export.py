@@ -23,25 +23,31 @@ def static_size(fig: go.Figure, width: int | None = None, height: int | None = N
 
 
 def save(fig: go.Figure, paths, *, width: int | None = None, height: int | None = None, scale: float = 2.0) -> None:
-    paths = [Path(p) for p in paths]
-    for path in paths:
-        if path.suffix.lower() not in STATIC | {".html"}:
-            raise ValueError(f"cannot export a figure to {path}: use .html, .pdf, .png or .svg")
-    w, h = static_size(fig, width, height)
-    static = [p for p in paths if p.suffix.lower() in STATIC]
-    with _browser(len(static)):
+    save_many([(fig, paths)], width=width, height=height, scale=scale)
+
+
+def save_many(figures, *, width: int | None = None, height: int | None = None, scale: float = 2.0) -> None:
+    """Write each (figure, paths) pair, every static image through one Chromium."""
+    figures = [(fig, [Path(p) for p in paths]) for fig, paths in figures]
+    for _, paths in figures:
         for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix.lower() == ".html":
-                fig.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False)
-            else:
-                fig.write_image(path, width=w, height=h, scale=scale if path.suffix.lower() == ".png" else 1)
+            if path.suffix.lower() not in STATIC | {".html"}:
+                raise ValueError(f"cannot export a figure to {path}: use .html, .pdf, .png or .svg")
+    with _browser(sum(p.suffix.lower() in STATIC for _, paths in figures for p in paths)):
+        for fig, paths in figures:
+            w, h = static_size(fig, width, height)
+            for path in paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.suffix.lower() == ".html":
+                    fig.write_html(path, include_plotlyjs=True, full_html=True, auto_play=False)
+                else:
+                    fig.write_image(path, width=w, height=h, scale=scale if path.suffix.lower() == ".png" else 1)
 
 
 @contextlib.contextmanager
 def _browser(images: int):
     """One headless Chromium for all static images of a call: kaleido otherwise starts one per image,
-    which is most of a figure rule's time."""
+    which takes seconds each."""
     if not images:
         yield
         return

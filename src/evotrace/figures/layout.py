@@ -18,14 +18,14 @@ TEMPLATE = "plotly_white"
 COLORS = qualitative.Plotly
 
 
-def sorted_runs(table: pd.DataFrame) -> list[str]:
-    """The runs of a table as text, sorted."""
-    return sorted(table["run"].astype(str).unique()) if len(table) else []
-
-
 def listed_runs(table: pd.DataFrame, params: dict) -> list[str]:
-    """The runs of a table in the order params lists them, then the others in order of appearance."""
-    present = list(dict.fromkeys(table["run"]))
+    """The runs of a table that get a facet each: those of analysis.figure_runs when the study names
+    some (a design study has dozens of runs), else all; in the order params lists them, then the others
+    in order of appearance."""
+    present = list(dict.fromkeys(table["run"].astype(str))) if len(table) else []
+    chosen = params.get("analysis", {}).get("figure_runs")
+    if chosen:
+        present = [r for r in present if r in set(chosen)]
     listed = [r for r in params.get("runs", {}) if r in present]
     return listed + [r for r in present if r not in listed]
 

@@ -43,7 +43,7 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     table = tables["trie"]
     wanted = [str(r) for r in params.get("analysis", {}).get("trie", {}).get("runs", [])]
     present = set(table["run"].astype(str))
-    runs = [r for r in wanted if r in present] or layout.sorted_runs(table)
+    runs = [r for r in wanted if r in present] or layout.listed_runs(table, params)
     fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=runs or None, horizontal_spacing=0.04)
     drawn = table[table["run"].astype(str).isin(runs) & (table["parent_node"] >= 0)]
     top = float(drawn["transfers"].max()) if len(drawn) else 1.0
@@ -94,7 +94,7 @@ def trie(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
 def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Share of each choice at each position, one heatmap per run, on a shared colour scale."""
     table = tables["choice_frequency"]
-    runs = layout.sorted_runs(table)
+    runs = layout.listed_runs(table, params)
     choices = int(table["choice"].max()) + 1 if len(table) else 1
     row_px = int(np.clip(9 * choices + 60, 200, 380))  # a panel tall enough for its choices
     fig, cells = _grid(runs, cols=2, row_px=row_px, gap_px=75)
@@ -119,12 +119,12 @@ def choice_frequency(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure
     return fig
 
 
-def _against_expected(table: pd.DataFrame, summary: pd.DataFrame, title_of, x: str, observed: str, expected: str, *,
+def _against_expected(table: pd.DataFrame, summary: pd.DataFrame, params: dict, title_of, x: str, observed: str, expected: str, *,
                       colour: str, expected_name: str, line: dict, xtitle: str, yaxes: dict, ytitle: str,
                       ytitle_shift: int, **layout_kw) -> go.Figure:
     """One panel per run: bars of the observed column against the dashed line of the expected one; the
     panel title is title_of(run, row of the run in the per-run `summary`)."""
-    runs = layout.sorted_runs(table)
+    runs = layout.listed_runs(table, params)
     fig, cells = _grid(layout.run_titles(runs, summary, title_of), cols=2, row_px=200, top=140)
     low = layout.bottom_cells(cells)
     for i, (run, (r, c)) in enumerate(zip(runs, cells)):
@@ -145,7 +145,7 @@ def _against_expected(table: pd.DataFrame, summary: pd.DataFrame, title_of, x: s
 
 def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Mutations per position against the uniform expectation, with the chi-square result."""
-    return _against_expected(tables["mutation_positions"], tables["mutation_uniformity"],
+    return _against_expected(tables["mutation_positions"], tables["mutation_uniformity"], params,
                              lambda run, t: f"{run}: χ²={t['chisq']:.2f}, dof={int(t['dof'])}, p={t['p_value']:.3g}",
                              "position", "mutations", "expected", colour="#4c78a8",
                              expected_name="uniform", line={}, xtitle="mutated position", yaxes={},
@@ -155,7 +155,7 @@ def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figu
 
 def prefix_length(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Transferred prefix length of stage-2 candidates against uniform mutation (1/L for 0..L-1)."""
-    return _against_expected(tables["prefix_length"], tables["transfer_summary"],
+    return _against_expected(tables["prefix_length"], tables["transfer_summary"], params,
                              lambda run, s: f"{run}: mean {s['mean_prefix_len']:.2f} vs {s['expected_mean_prefix_len']:.2f}",
                              "prefix_len", "fraction", "expected_fraction", colour="#54a24b",
                              expected_name="uniform mutation", line={"shape": "hvh"},

@@ -17,9 +17,9 @@ def _grid(titles: list[str], cols: int = 2, row_px: int = 220, gap_px: int = 80,
     return fig, cells
 
 
-def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
+def _quality(tables: dict[str, pd.DataFrame], params: dict, trimmed: bool) -> go.Figure:
     table, summary = tables["quality"], layout.by_run(tables["quality_summary"])
-    runs = layout.sorted_runs(table)
+    runs = layout.listed_runs(table, params)
     titles = (layout.run_titles(runs, tables["quality_summary"], lambda run, s: f"{run} ({int(s['hidden'])} below the axis)")
               if trimmed else runs)
     fig, cells = _grid(titles)
@@ -52,19 +52,19 @@ def _quality(tables: dict[str, pd.DataFrame], trimmed: bool) -> go.Figure:
 
 def quality_trimmed(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Fig. 3: the y-axis starts at the run's trim_low, separating the high performers."""
-    return _quality(tables, trimmed=True)
+    return _quality(tables, params, trimmed=True)
 
 
 def quality(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Fig. 3 untrimmed: shows the low performers that persist through the whole search."""
-    return _quality(tables, trimmed=False)
+    return _quality(tables, params, trimmed=False)
 
 
 def improvements(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Gain of each new maximum against the time it was reached: the diminishing returns."""
     table = tables["improvements"]
     fig = go.Figure()
-    for run in layout.sorted_runs(table):
+    for run in layout.listed_runs(table, params):
         part = table[(table["run"].astype(str) == run) & table["gain"].notna()]
         fig.add_trace(go.Scatter(x=part["end_time"], y=part["gain"], mode="lines+markers", name=run,
                                  customdata=part[["job_id", "quality"]].to_numpy(),
@@ -85,7 +85,7 @@ def rank_outcomes(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
     """Share of candidates that ever became parents or donors by rank at insertion into a full
     population, against the one-draw bound p(X=0 | H(p, p-lambda, s)); the dotted line marks s."""
     table = tables["rank_outcomes"]
-    runs = layout.sorted_runs(table)
+    runs = layout.listed_runs(table, params)
     cost = layout.by_run(tables["skip_store_cost"]) if "skip_store_cost" in tables else None
 
     def title(run, w):

@@ -77,7 +77,9 @@ def cache_replay_finding(tables, params) -> str:
         best = online.idxmax()
         clause = (f"in run {run}, with caches of {_percent(fraction)} of the bytes a worker reads, Belady's optimum "
                   f"serves {_percent(worker.get('opt', np.nan))} of the reads, the best online policy "
-                  f"({LABELS.get(best, best)}) {_percent(online[best])} and LRU {_percent(worker.get('lru', np.nan))}")
+                  f"({LABELS.get(best, best)}) {_percent(online[best])}")
+        if best != "lru":
+            clause += f" and LRU {_percent(worker.get('lru', np.nan))}"
         if ("node", "lru") in at.index:
             clause += f", and LRU shared by the workers of a node {_percent(at[('node', 'lru')])}"
         clauses.append(clause)

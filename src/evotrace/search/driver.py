@@ -511,23 +511,40 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
         worst = max(offsets.items(), key=lambda kv: abs(kv[1][0]))
         log.info("worker clocks: largest offset %+.6f s (rank %d), round trips <= %.6f s", worst[1][0], worst[0],
                  max(rtt for _, rtt in offsets.values()))
+    if comm.Get_rank() != 0:
+        serve(comm)
+        return 0
     from .evaluators import lean_mpicomm
 
     evaluator = lean_mpicomm(evaluate, run_function_kwargs={"spec_path": spec_path, "cache_dir": cache_dir,
                                                             "repository": str(out / "repository")})
     code = 0
     with evaluator as ev:
-        if ev.is_master:
-            try:
-                code = run_master(ev, spec, out, comm.Get_size() - 1, offsets)
-            except (SearchLocked, JournalError) as err:  # the message says what to do: no traceback
-                log.error("search %s: %s", spec["run"], err)
-                code = 1
-            except BaseException:
-                log.exception("search %s failed", spec["run"])
-                code = 1
-            if code:
-                # running workers cannot be recalled: end every rank now, the trace is already written
-                logging.shutdown()
-                comm.Abort(code)
+        try:
+            code = run_master(ev, spec, out, comm.Get_size() - 1, offsets)
+        except (SearchLocked, JournalError) as err:  # the message says what to do: no traceback
+            log.error("search %s: %s", spec["run"], err)
+            code = 1
+        except BaseException:
+            log.exception("search %s failed", spec["run"])
+            code = 1
+        if code:
+            # running workers cannot be recalled: end every rank now, the trace is already written
+            logging.shutdown()
+            comm.Abort(code)
     return code
+
+
+def serve(comm, root: int = 0) -> None:
+    """A worker rank of `evaluators.lean_mpicomm`, without DeepHyper: the collectives of MPICommEvaluator's
+    constructor (a barrier, then the broadcast of the search id; 0.12.0 to 0.13.2), then mpi4py.futures'
+    worker loop, which runs the master's `worker_task`s until the master shuts it down."""
+    from mpi4py.futures import MPICommExecutor
+
+    from .worker import release_state
+
+    comm.Barrier()
+    comm.bcast(None, root)
+    with MPICommExecutor(comm, root=root):
+        pass
+    release_state()

@@ -9,13 +9,16 @@ need DeepHyper's internals, because its public API costs O(N) per candidate or O
 each says why in its docstring: `LeanStorage` (MemoryStorage's `_data` layout), `Lean` (the evaluator's
 job lists and the `num_jobs_submitted` count, which lists every job of the storage at each call), and
 `_recent_history` (a Search keeps every Job in its history). A virtual-clock evaluator implements
-`submit`/`gather` itself, as an Evaluator subclass must, with the base class's job hooks.
+`submit`/`gather` itself, as an Evaluator subclass must, with the base class's job hooks. Worker ranks
+never import DeepHyper: `worker_task` ships them a plain `worker.Assignment`, and `driver.serve` takes
+part in the collectives of MPICommEvaluator's constructor before mpi4py.futures' worker loop.
 
 Checked on DeepHyper 0.12.0, 0.13.0, 0.13.1 and 0.13.2 (docs/architecture.md, DeepHyper glue, says which
 tests); pyproject.toml allows that range."""
 
 from __future__ import annotations
 
+import functools
 import heapq
 import time
 
@@ -25,6 +28,7 @@ from deephyper.evaluator.storage import MemoryStorage
 from deephyper.hpo import HpProblem, Search
 
 from .regevo import StarvedPopulation
+from .worker import Assignment
 
 
 def problem(num_choices) -> HpProblem:
@@ -203,12 +207,27 @@ class Lean:
                 "submitted_ids": len(self.job_id_submitted), "history_jobs": len(getattr(history, "jobs", ()))}
 
 
+def worker_task(job, run_function_kwargs: dict):
+    """What a worker rank receives for `job`: the run function applied to the job's parameters. Stock
+    MPICommEvaluator ships a RunningJob, which carries the evaluator's storage and whose unpickling
+    imports deephyper.evaluator (ConfigSpace, scikit-learn, scipy: ~3 s of CPU per rank)."""
+    return functools.partial(job.run_function, Assignment(dict(job.args)), **run_function_kwargs)
+
+
 def lean_mpicomm(run_function, **kwargs):
-    """DeepHyper's MPICommEvaluator, lean (see `Lean`)."""
+    """DeepHyper's MPICommEvaluator, lean (see `Lean`), whose jobs reach the workers as `worker_task`s."""
     from deephyper.evaluator import MPICommEvaluator
 
     class LeanMPICommEvaluator(Lean, MPICommEvaluator):
-        pass
+        async def execute(self, job):
+            """MPICommEvaluator.execute (0.12.0 to 0.13.2) without a timeout, shipping `worker_task`."""
+            if self.timeout is not None:  # cancelling a timed-out job needs DeepHyper's own RunningJob
+                return await super().execute(job)
+            async with self.sem:
+                job.status = JobStatus.RUNNING
+                output = await self.loop.run_in_executor(
+                    self._pool_executor, worker_task(job, self.run_function_kwargs))
+                return self._update_job_when_done(job, output)
 
     return LeanMPICommEvaluator(run_function, **kwargs)
 

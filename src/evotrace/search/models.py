@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import sys
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..spaces import SearchSpace
+if TYPE_CHECKING:
+    from ..spaces import SearchSpace
 
 # fraction of the training time saved per transferred (frozen) fraction of the parameters: frozen
 # tensors need no gradient or optimizer step, but the forward pass still runs through them

@@ -19,6 +19,16 @@ log = logging.getLogger("evotrace.worker")
 _STATE: dict = {}
 
 
+class Assignment:
+    """A candidate as a worker rank receives it: the job's parameters, all that `evaluate` reads of a job
+    (DeepHyper's RunningJob has the same attribute). Defined here so that unpickling it imports no DeepHyper."""
+
+    __slots__ = ("parameters",)
+
+    def __init__(self, parameters: dict):
+        self.parameters = parameters
+
+
 def _local_rank() -> int:
     for var in ("PMI_LOCAL_RANK", "PALS_LOCAL_RANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"):
         if var in os.environ:
@@ -73,6 +83,14 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
     _STATE.clear()
     _STATE.update(state)
     return _STATE
+
+
+def release_state() -> None:
+    """At the end of the worker loop: remove the worker's tensor cache from node-local scratch."""
+    cache = _STATE.get("cache")
+    if cache is not None:
+        cache.close()
+    _STATE.clear()
 
 
 def _injected_failure(spec: dict, job_id: int) -> str | None:
