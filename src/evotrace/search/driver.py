@@ -512,10 +512,14 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
         log.info("worker clocks: largest offset %+.6f s (rank %d), round trips <= %.6f s", worst[1][0], worst[0],
                  max(rtt for _, rtt in offsets.values()))
     if comm.Get_rank() != 0:
+        from .worker import prepare
+
+        prepare()  # while the master starts DeepHyper
         serve(comm)
         return 0
     from .evaluators import lean_mpicomm
 
+    comm.Ibarrier().Wait()  # DeepHyper imported: the workers, waiting in serve() without spinning, go on
     evaluator = lean_mpicomm(evaluate, run_function_kwargs={"spec_path": spec_path, "cache_dir": cache_dir,
                                                             "repository": str(out / "repository")})
     code = 0
@@ -536,13 +540,17 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
 
 
 def serve(comm, root: int = 0) -> None:
-    """A worker rank of `evaluators.lean_mpicomm`, without DeepHyper: the collectives of MPICommEvaluator's
-    constructor (a barrier, then the broadcast of the search id; 0.12.0 to 0.13.2), then mpi4py.futures'
-    worker loop, which runs the master's `worker_task`s until the master shuts it down."""
+    """A worker rank of `evaluators.lean_mpicomm`, without DeepHyper: a sleeping wait for the master's
+    nonblocking barrier (once it has imported DeepHyper), the collectives of MPICommEvaluator's constructor
+    (a barrier, then the broadcast of the search id; 0.12.0 to 0.13.2), then mpi4py.futures' worker loop,
+    which runs the master's `worker_task`s until the master shuts it down."""
     from mpi4py.futures import MPICommExecutor
 
     from .worker import release_state
 
+    master_ready = comm.Ibarrier()  # MPI's blocking waits spin: W waiting ranks would starve the master's start
+    while not master_ready.Test():
+        time.sleep(0.01)
     comm.Barrier()
     comm.bcast(None, root)
     with MPICommExecutor(comm, root=root):

@@ -85,6 +85,14 @@ def worker_state(spec_path: str, cache_dir: str | None, repository: str | None) 
     return _STATE
 
 
+def prepare() -> None:
+    """Import what training needs (torch, safetensors, the transfer code) before the first candidate
+    arrives, while the master is still starting. Imports only: the state itself (cache directory,
+    repository) waits for a candidate, which a refused master never sends."""
+    from .. import cache, data, repository, transfer  # noqa: F401
+    from . import train  # noqa: F401
+
+
 def release_state() -> None:
     """At the end of the worker loop: remove the worker's tensor cache from node-local scratch."""
     cache = _STATE.get("cache")
