@@ -27,6 +27,9 @@ from .regevo import Candidate, RegularizedEvolution
 log = logging.getLogger("evotrace.search")
 
 
+ABORT_GRACE_S = 1.0  # well inside the time between SIGTERM and SIGKILL: PBS Pro kill_delay 10 s, Slurm KillWait 30 s (defaults)
+
+
 class Interrupted(RuntimeError):
     """SIGTERM/SIGINT reached the master (PBS walltime, qdel, Ctrl-C)."""
 
@@ -533,8 +536,12 @@ def run(spec_path: str, out_dir: str, cache_dir: str | None = None) -> int:
             log.exception("search %s failed", spec["run"])
             code = 1
         if code:
-            # running workers cannot be recalled: end every rank now, the trace is already written
+            # running workers cannot be recalled: end every rank now, the trace is already written. mpiexec
+            # forwards a rank's stderr through a pipe that Abort may tear down unread: the message that says
+            # what was written and how to resume must get through first
             logging.shutdown()
+            sys.stderr.flush()
+            time.sleep(ABORT_GRACE_S)
             comm.Abort(code)
     return code
 
