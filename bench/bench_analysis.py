@@ -6,6 +6,7 @@ Targets at 1M candidates on a 2-core machine: total <= 60 s, peak <= 4 GiB, 1M/1
 
     python bench/bench_analysis.py                 # both sizes
     python bench/bench_analysis.py --sizes 100000  # one size
+    python bench/bench_analysis.py --traces-dir /tmp/synth   # keep the traces, reuse them next time
 """
 
 from __future__ import annotations
@@ -72,11 +73,14 @@ def child(traces: Path, work: Path, limit: float) -> dict:
     return {"steps": steps, "errors": errors, "peak_gib": peak_gib, "candidates": len(candidates), "reads": len(tensor_reads)}
 
 
-def run_size(n: int, tmp: Path, limit: float) -> dict:
-    traces = tmp / f"synthetic-{n}"
+def run_size(n: int, tmp: Path, limit: float, traces_dir: Path | None = None) -> dict:
+    """Time the analyses on a trace of n candidates, generated first unless `traces_dir` holds one from an
+    earlier run (the 1M trace takes about 20 minutes of CPU to draw)."""
+    traces = (traces_dir or tmp) / f"synthetic-{n}"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "bench" / "synthetic_trace.py"), "--n", str(n), "--out-dir", str(traces)],
-                   check=True, stdout=subprocess.DEVNULL)
+    if not (traces / "tensor_reads.parquet").exists():
+        subprocess.run([sys.executable, str(ROOT / "bench" / "synthetic_trace.py"), "--n", str(n), "--out-dir", str(traces)],
+                       check=True, stdout=subprocess.DEVNULL)
     generated = time.perf_counter() - t0
     out = subprocess.run([sys.executable, __file__, "--child", str(traces), "--work", str(tmp / f"work-{n}"), "--limit", str(limit)],
                          check=True, stdout=subprocess.PIPE, text=True)
@@ -116,6 +120,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--limit", type=float, default=300.0, help="seconds after which one table is stopped")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--traces-dir", type=Path, help="keep the traces here (synthetic-N/) and reuse those already there")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -123,7 +128,7 @@ def main(argv=None) -> None:
         print(json.dumps(child(Path(args.child), Path(args.work), args.limit)))
         return
     with tempfile.TemporaryDirectory(prefix="evotrace-bench-") as tmp:
-        results = {n: run_size(n, Path(tmp), args.limit) for n in args.sizes}
+        results = {n: run_size(n, Path(tmp), args.limit, args.traces_dir) for n in args.sizes}
     report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

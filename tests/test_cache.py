@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter, deque
+
 import pytest
 import torch
 
@@ -116,3 +119,18 @@ def test_cache_writes_are_best_effort_and_leftovers_are_removed(tmp_path, caplog
     assert not cache.put(*_entry("b", 2.0)) and not cache.put(*_entry("c", 3.0))
     assert cache.stats()["write_errors"] == 2 and "b" not in cache and "c" not in cache
     assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+
+
+def test_popularity_window_matches_a_recount_of_the_window():
+    """observe keeps counts incrementally; a recount of the last `window` candidates is the reference."""
+    for trial in range(200):
+        rng = random.Random(trial)
+        window, k = rng.randint(1, 12), rng.randint(1, 6)
+        w, recent = PopularityWindow(window, k), deque(maxlen=window)
+        for _ in range(rng.randint(1, 80)):
+            ids = [f"t{rng.randint(0, 15)}" for _ in range(rng.randint(0, 8))]  # repeats count once
+            w.observe(ids)
+            recent.append(set(ids))
+            counts = Counter(t for ids in recent for t in ids)
+            assert w.snapshot() == counts
+            assert w.popular_counts() == {t: n for t, n in counts.items() if n >= k}

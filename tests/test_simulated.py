@@ -1,6 +1,7 @@
 """The simulated evaluator drives the real master: Algorithm 1 at any W, the same traces as a real run,
 and master-side memory per job that does not depend on N."""
 
+import gc
 import json
 import tracemalloc
 
@@ -10,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from evotrace.cli import main
-from evotrace.search.driver import TraceBook, run_master
+from evotrace.search.driver import ReadLog, TraceBook, run_master
+from evotrace.search.journal import JournalError
 from evotrace.search.evaluators import SimulatedEvaluator
 from evotrace.search.invariants import algorithm1_violations
 from evotrace.search.models import Layouts, ModelError, make_model
@@ -102,34 +104,70 @@ def test_tensor_reads_name_the_real_tensors(tmp_path):
         assert row["bytes_read"] == group.loc[~group["cache_hit"], "nbytes"].sum()
 
 
+def _journaled_reads(path) -> dict[int, dict[str, list]]:
+    """The reads of each job in a journal, as columns of lists, whatever form the journal keeps them in."""
+    log = ReadLog()
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["e"] == "d":
+            log[record["job_id"]] = record["tensor_reads"]
+    out = {}
+    for job_id in log:
+        cols = log.columns([job_id])
+        out[job_id] = {c: list(cols[c]) if c == "tensor_id" else cols[c].tolist() for c in READ_COLUMNS}
+    return out
+
+
 def test_journal_keeps_each_candidates_reads_as_the_columns_of_its_trace_rows(tmp_path):
-    """A worker reports its tensor reads as columns (one list per READ_COLUMNS) and the journal keeps them
-    so, one field per candidate: the master handles one object per candidate, whatever its reads."""
+    """A worker reports its tensor reads as columns (one list per READ_COLUMNS); the journal keeps them packed,
+    a few strings per candidate (the ids joined, each other column as base64 bytes), so the master encodes a
+    few values per candidate, whatever its reads. Unpacked, they are the candidate's trace rows."""
     n = 300
     assert run_simulated(spec_for(n, 30, 4, 8), tmp_path) == 0
     reads = pd.read_parquet(tmp_path / "tensor_reads.parquet")
     records = [json.loads(line) for line in (tmp_path / "journal.done.jsonl").read_text().splitlines()]
-    journaled = {r["job_id"]: r["tensor_reads"] for r in records if r["e"] == "d"}
-    assert len(journaled) == n and len(reads) > n
+    packed = [r["tensor_reads"] for r in records if r["e"] == "d"]
+    assert len(packed) == n and len(reads) > n
+    assert all(isinstance(value, (str, int)) for form in packed for value in form.values())
     rows = {job_id: {c: group[c].tolist() for c in READ_COLUMNS} for job_id, group in reads.groupby("job_id")}
-    assert journaled == {j: rows.get(j, {c: [] for c in READ_COLUMNS}) for j in range(n)}
+    assert _journaled_reads(tmp_path / "journal.done.jsonl") == {
+        j: rows.get(j, {c: [] for c in READ_COLUMNS}) for j in range(n)}
 
 
-def test_resume_rebuilds_the_trace_from_a_journal_of_either_read_form(tmp_path):
-    """A finished search's journal, resumed, writes the same trace; so does one whose reads are rows (a dict
-    per read, as evotrace wrote them before reads became columns), so an older search still resumes."""
+def test_a_tensor_id_with_a_newline_is_journaled_as_columns_and_read_back():
+    log = ReadLog()
+    reads = {"tensor_id": ["3/a\nb", "3/c"], "owner_id": [3, 3], "position": [0, 1], "nbytes": [8, 16],
+             "cache_hit": [False, True]}
+    log[7] = reads
+    form = log.journal_form(7)
+    assert form == reads
+    again = ReadLog()
+    again[7] = json.loads(json.dumps(form))
+    assert again.tensor_ids(7) == ("3/a\nb", "3/c")
+    assert ReadLog().journal_form(9)["n"] == 0  # a job without reads
+
+
+def test_resume_rebuilds_the_trace_from_a_journal_of_any_read_form(tmp_path):
+    """A finished search's journal, resumed, writes the same trace; so do journals whose reads are columns of
+    lists or rows (a dict per read), as earlier evotrace versions wrote them, so an older search still resumes."""
     spec = spec_for(300, 30, 4, 8)
     assert run_simulated(spec, tmp_path / "a") == 0
     lines = (tmp_path / "a" / "journal.done.jsonl").read_text().splitlines()
+    reads = _journaled_reads(tmp_path / "a" / "journal.done.jsonl")
     expected = {name: pd.read_parquet(tmp_path / "a" / f"{name}.parquet") for name in ("candidates", "tensor_reads")}
 
-    def as_rows(record):
-        reads = record.get("tensor_reads")
-        if reads is not None:
-            record["tensor_reads"] = [dict(zip(reads, row)) for row in zip(*reads.values())]
+    def as_columns(record):
+        if record["e"] == "d":
+            record["tensor_reads"] = reads[record["job_id"]]
         return record
 
-    for form, convert in (("columns", lambda r: r), ("rows", as_rows)):
+    def as_rows(record):
+        if record["e"] == "d":
+            columns = reads[record["job_id"]]
+            record["tensor_reads"] = [dict(zip(columns, row)) for row in zip(*columns.values())]
+        return record
+
+    for form, convert in (("packed", lambda r: r), ("columns", as_columns), ("rows", as_rows)):
         out = tmp_path / form
         out.mkdir()
         records = [convert(json.loads(line)) for line in lines]
@@ -137,6 +175,19 @@ def test_resume_rebuilds_the_trace_from_a_journal_of_either_read_form(tmp_path):
         assert run_simulated(spec, out) == 0
         for name, table in expected.items():
             pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), table, obj=f"{form}: {name}")
+
+
+def test_a_journal_with_damaged_packed_reads_names_the_job(tmp_path):
+    spec = spec_for(100, 20, 4, 4)
+    assert run_simulated(spec, tmp_path / "a") == 0
+    records = [json.loads(line) for line in (tmp_path / "a" / "journal.done.jsonl").read_text().splitlines()]
+    victim = next(r for r in records if r["e"] == "d" and r["tensor_reads"]["n"] > 1)
+    victim["tensor_reads"]["nbytes"] = victim["tensor_reads"]["nbytes"][:-8]  # a column cut short
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(JournalError, match=f"tensor reads of job {victim['job_id']} cannot be read"):
+        run_simulated(spec, out)
 
 
 def _retained(tmp_path, n, workers=32):
@@ -159,6 +210,7 @@ def _retained(tmp_path, n, workers=32):
                 held.update(book_rows=len(master.book.created), book_reads=len(master.book.reads),
                             behind=master.core.created - oldest)
             if self.num_jobs_gathered == n:
+                gc.collect()  # what is retained is what is reachable, not garbage awaiting a collection
                 held.update(self.held(), reads_bytes=master.book.reads.held_bytes(),
                             snapshot=tracemalloc.take_snapshot())
             return done
@@ -166,6 +218,7 @@ def _retained(tmp_path, n, workers=32):
     tracemalloc.start(4)  # deep enough to tell the popularity window's Counter (collections) by its caller
     try:
         evaluator = Probe(SimulatedWorkers(spec), num_workers=workers)
+        gc.collect()
         base = tracemalloc.take_snapshot()
         assert run_master(evaluator, spec, tmp_path / str(n), workers) == 0
     finally:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
+from itertools import compress, repeat
+from operator import add, not_, sub
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -38,32 +40,38 @@ SUFFIX = ".tensor.safetensors"
 
 class PopularityWindow:
     """Donation counts of each tensor over the last `window` candidates (one `observe` per candidate,
-    with the tensor ids it received from its donor, possibly none)."""
+    with the tensor ids it received from its donor, possibly none).
+
+    The master observes every read of every candidate, tens per candidate once the search converges, and
+    most ids enter and leave the window within a few candidates. So `observe` does its per-read work in C
+    (map, compress, dict.update) and runs Python code only for ids crossing the threshold k or leaving."""
 
     def __init__(self, window: int = 100, k: int = 5):
         if window < 1 or k < 1:
             raise ValueError(f"popularity window and k must be >= 1, got window={window}, k={k}")
         self.window, self.k = int(window), int(k)
-        self._recent: deque[frozenset[str]] = deque()
-        self._counts: Counter[str] = Counter()
+        self._recent: deque[tuple[str, ...]] = deque()
+        self._counts: dict[str, int] = {}
         self._popular: dict[str, int] = {}  # counts >= k, kept up to date by observe
 
     def observe(self, tensor_ids: Iterable[str]) -> None:
-        ids = frozenset(tensor_ids)
+        ids = tuple(dict.fromkeys(tensor_ids))
         self._recent.append(ids)
-        self._counts.update(ids)
-        for new in ids:
-            if self._counts[new] >= self.k:
-                self._popular[new] = self._counts[new]
+        counts, popular, at_least_k = self._counts, self._popular, self.k.__le__
+        if ids:
+            values = list(map(add, map(counts.get, ids, repeat(0)), repeat(1)))
+            counts.update(zip(ids, values))
+            popular.update(compress(zip(ids, values), map(at_least_k, values)))
         if len(self._recent) > self.window:
-            for old in self._recent.popleft():
-                self._counts[old] -= 1
-                if self._counts[old] >= self.k:
-                    self._popular[old] = self._counts[old]
-                else:
-                    self._popular.pop(old, None)
-                    if self._counts[old] <= 0:
-                        del self._counts[old]
+            old = self._recent.popleft()
+            if old:
+                values = list(map(sub, map(counts.__getitem__, old), repeat(1)))
+                counts.update(zip(old, values))
+                popular.update(compress(zip(old, values), map(at_least_k, values)))
+                for cooled in compress(old, map((self.k - 1).__eq__, values)):
+                    del popular[cooled]
+                for gone in compress(old, map(not_, values)):
+                    del counts[gone]
 
     def count(self, tensor_id: str) -> int:
         return self._counts.get(tensor_id, 0)
@@ -72,7 +80,7 @@ class PopularityWindow:
         return self.count(tensor_id) >= self.k
 
     def popular(self) -> set[str]:
-        return {t for t, c in self._counts.items() if c >= self.k}
+        return set(self._popular)
 
     def popular_counts(self) -> dict[str, int]:
         """The counts a worker's cache acts on (those >= k: below k it admits nothing and ranks by

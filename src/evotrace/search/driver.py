@@ -3,6 +3,8 @@ Algorithm 1, choosing donors, and keeping the trace in memory until the end (or 
 
 from __future__ import annotations
 
+import base64
+import gc
 import logging
 import os
 import shutil
@@ -46,6 +48,14 @@ class Clock:
         return (time.time() if epoch is None else epoch) - self.origin + self.offset
 
 
+def _b64(values) -> str:
+    """Little-endian bytes of an array (or bytes), base64: the journal's form of a numeric column."""
+    if sys.byteorder == "big" and isinstance(values, array):
+        values = array(values.typecode, values)
+        values.byteswap()
+    return base64.b64encode(values).decode("ascii")
+
+
 class ReadLog:
     """Each job's tensor reads, as the worker reported them (columns, trace.no_reads), packed: a tuple of
     interned tensor ids and one typed array per column. A 100k-candidate search makes millions of reads;
@@ -56,13 +66,43 @@ class ReadLog:
 
     def __init__(self):
         self._jobs: dict[int, tuple] = {}
+        self._empty = ((), *(array(code) for _, code in self._INTS), b"")
 
-    def __setitem__(self, job_id: int, reads: dict[str, list] | list[dict]) -> None:
+    def __setitem__(self, job_id: int, reads: dict[str, list] | dict[str, str] | list[dict]) -> None:
         if isinstance(reads, list):  # a dict per read: the journal of an evotrace before reads were columns
             reads = {c: [r[c] for r in reads] for c in READ_COLUMNS}
+        if isinstance(reads["tensor_id"], str):  # the journal's packed form
+            self._jobs[job_id] = self._unpack(reads)
+            return
         self._jobs[job_id] = (tuple(map(sys.intern, reads["tensor_id"])),
                               *(array(code, reads[key]) for key, code in self._INTS),
                               bytes(map(bool, reads["cache_hit"])))
+
+    def journal_form(self, job_id: int) -> dict:
+        """A job's reads as the journal keeps them: the tensor ids joined by newlines and each other column
+        as the base64 of its little-endian bytes. JSON then encodes a few strings per candidate, not a value
+        per read (at 70 reads a candidate, that was the master's largest per-read cost). An id that holds a
+        newline keeps the column form, which `__setitem__` reads as well."""
+        ids, *ints, hits = self._jobs.get(job_id) or self._empty
+        joined = "\n".join(ids)
+        if joined.count("\n") != max(0, len(ids) - 1):
+            return {"tensor_id": list(ids), **{k: v.tolist() for (k, _), v in zip(self._INTS, ints)},
+                    "cache_hit": [bool(h) for h in hits]}
+        return {"n": len(ids), "tensor_id": joined,
+                **{key: _b64(values) for (key, _), values in zip(self._INTS, ints)}, "cache_hit": _b64(hits)}
+
+    def _unpack(self, form: dict) -> tuple:
+        ids = tuple(map(sys.intern, form["tensor_id"].split("\n"))) if form["n"] else ()
+        ints = []
+        for key, code in self._INTS:
+            values = array(code, base64.b64decode(form[key]))
+            if sys.byteorder == "big":
+                values.byteswap()
+            ints.append(values)
+        hits = base64.b64decode(form["cache_hit"])
+        if any(len(column) != len(ids) for column in (*ints, hits)):
+            raise ValueError(f"packed tensor reads of unequal lengths (n={form['n']})")
+        return (ids, *ints, hits)
 
     def tensor_ids(self, job_id: int) -> tuple[str, ...]:
         return self._jobs[job_id][0] if job_id in self._jobs else ()
@@ -248,7 +288,13 @@ class Master:
         for r in records:
             (self.book.created if r["e"] == "c" else self.book.done)[r["job_id"]] = r
         for d in list(self.book.done.values()):
-            self.book.finished(d)
+            try:
+                self.book.finished(d)
+            except (KeyError, TypeError, ValueError) as err:  # binascii.Error is a ValueError
+                raise JournalError(
+                    f"{self.journal.path}: the tensor reads of job {d['job_id']} cannot be read ({type(err).__name__}: "
+                    f"{err}). Repair or delete that job's result line and rerun (the job then runs again), or "
+                    f"delete the journal to start afresh") from None
             d.pop("tensor_reads", None)
         created = len(self.book.created)
         rng = np.random.default_rng(self.spec["seed"])
@@ -344,6 +390,7 @@ class Master:
                   "insert_seq": insert_seq, "tensor_reads": meta.get("tensor_reads") or no_reads()}
         record["stored"] = bool(record["stored"])
         self.book.finished(record)
+        record["tensor_reads"] = self.book.reads.journal_form(job_id)
         self._observe_reads(job_id)
         self.pending.append(record)
         if ok:
@@ -407,9 +454,15 @@ def run_master(evaluator, spec: dict, out_dir: Path, workers: int, clock_offsets
     if hasattr(evaluator, "attach"):  # a simulated evaluator brings its own (virtual) clock
         evaluator.attach(master)
     evaluator.results.master = master
+    # Everything alive now (the modules of torch, DeepHyper, pandas: some 300k objects) lives as long as the
+    # search: frozen, full collections no longer traverse it. Unfrozen, each one took 0.3-0.6 s and came
+    # every few thousand candidates, growing with the heap (bench/bench_scale.py).
+    gc.collect()
+    gc.freeze()
     try:
         return _search(master, evaluator, out_dir)
     finally:
+        gc.unfreeze()
         evaluator.results.master = None  # jobs an evaluator cancels on close are no results
         master.lock.release()
 

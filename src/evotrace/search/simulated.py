@@ -99,8 +99,10 @@ class SimulatedWorkers:
             if cache is None:
                 cache = self.caches[worker] = VirtualCache(*self._cache_args)
             hits = cache.read(ids, size_list, params.get("tensor_popularity") or {})
-            meta["tensor_reads"] = {"tensor_id": ids, "owner_id": owner, "position": position.tolist(),
-                                    "nbytes": size_list, "cache_hit": hits}
+            # tuples, not lists: a report is held for its job's virtual duration (W jobs at once) and a tuple of
+            # atoms leaves the garbage collector's lists at its first pass, where a list would be rescanned
+            meta["tensor_reads"] = {"tensor_id": tuple(ids), "owner_id": tuple(owner), "position": tuple(position.tolist()),
+                                    "nbytes": tuple(size_list), "cache_hit": tuple(hits)}
             meta.update(n_transferred_tensors=len(ids), donor_id=int(donor), prefix_len=int(lcp),
                         cache_hits=sum(hits), bytes_read=sum(b for b, hit in zip(size_list, hits) if not hit))
             meta["transfer_seconds"] = meta["bytes_read"] / READ_BANDWIDTH + TENSOR_LATENCY * (len(ids) - meta["cache_hits"])
