@@ -151,3 +151,27 @@ def test_trie_export(tables, tmp_path):
     paths = [tmp_path / "trie.html", tmp_path / "trie.png"]
     save(figures.trie(tables, PARAMS), paths)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_a_biased_run_is_judged_against_its_own_mutation_weights():
+    """A run that mutates late positions on purpose (search.mutation.positions) is compared with those
+    weights, not with uniform: its histogram then fits, and the prefix it inherits is expected longer."""
+    params = {"analysis": PARAMS["analysis"],
+              "runs": {"a": {**PARAMS["runs"]["a"], "mutation": {"positions": [0, 1, 3]}},
+                       "b": PARAMS["runs"]["b"]}}
+    trace = make_trace()
+    h = rq1.mutation_positions(trace, pd.DataFrame(), params)
+    a = h[h["run"] == "a"]
+    assert a["expected_fraction"].to_numpy() == pytest.approx([0, 1 / 4, 3 / 4])
+    assert a["expected"].to_numpy() == pytest.approx([0, 1, 3])
+    u = rq1.mutation_uniformity(trace, pd.DataFrame(), params).set_index("run")
+    assert u.loc["a", "weights"] == "weights 0-1-3" and u.loc["a", "dof"] == 1
+    assert u.loc["a", "chisq"] == math.inf and u.loc["a", "p_value"] == 0  # a mutation at weight 0
+    late = trace[trace["job_id"] != 6]  # without it, 3 mutations at [0, 1, 2] against [0, 3/4, 9/4]
+    u = rq1.mutation_uniformity(late, pd.DataFrame(), params).set_index("run")
+    assert u.loc["a", "chisq"] == pytest.approx((1 / 4) ** 2 / (3 / 4) + (1 / 4) ** 2 / (9 / 4))
+    assert u.loc["a", "p_value"] == pytest.approx(stats.chi2.sf(1 / 9, 1))
+    s = rq1.transfer_summary(trace, pd.DataFrame(), params).set_index("run").loc["a"]
+    assert s["expected_mean_prefix_len"] == pytest.approx(1 / 4 + 2 * 3 / 4)
+    d = rq1.prefix_length(trace, pd.DataFrame(), params)
+    assert d["expected_fraction"].to_numpy() == pytest.approx([0, 1 / 4, 3 / 4, 0])

@@ -62,6 +62,23 @@ def population_sample(params: dict, run: str) -> tuple[int, int]:
     return population_size(params, run), int(params["runs"][run]["sample"])
 
 
+def mutation_weights(params: dict, run: str, width: int) -> np.ndarray:
+    """The probability that `run` mutates each of its `width` positions: the run's `mutation.positions`
+    (uniform, linear or explicit weights, as the search drew them), uniform when params do not say."""
+    from ..search.regevo import position_weights
+
+    positions = run_spec(params, run).get("mutation", {}).get("positions", "uniform")
+    try:
+        return position_weights(positions, width)
+    except ValueError as err:
+        raise ValueError(f"run {run!r}: {err}") from None
+
+
+def mutation_label(params: dict, run: str) -> str:
+    positions = run_spec(params, run).get("mutation", {}).get("positions", "uniform")
+    return positions if isinstance(positions, str) else "weights " + "-".join(f"{w:g}" for w in positions)
+
+
 def num_choices(params: dict, run: str, seqs: np.ndarray | pd.DataFrame) -> list[int]:
     """Per-position choice counts from the run parameters (runs.<run>.num_choices), else what the run's
     sequences show (largest choice + 1 at each position); `seqs` is their arch_matrix, or the run's

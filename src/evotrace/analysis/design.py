@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import variant_of
-from .common import arch_matrix, concat_runs, is_ok, prefix_keys, run_spec
+from .common import arch_matrix, concat_runs, is_ok, mutation_label, prefix_keys, run_spec
 from .stats import differences, medians
 
 KINDS = {
@@ -43,13 +43,12 @@ def factors(params: dict, run: str) -> dict:
     """The design knobs of a run, as its trace metadata records them."""
     spec = run_spec(params, run)
     options = spec.get("transfer_options", {})
-    positions = spec.get("mutation", {}).get("positions", "uniform")
     skip = options.get("skip_store", {})
     transfer = bool(spec.get("transfer", True))
     return {"variant": variant_of(run), "seed": spec.get("seed"),
             "evaluation": spec.get("evaluation", {}).get("kind", "train"), "workers": spec.get("workers"),
             "quanta": int(spec.get("quanta", 1)),
-            "mutation": positions if isinstance(positions, str) else "weights " + "-".join(f"{w:g}" for w in positions),
+            "mutation": mutation_label(params, run),
             "cache_policy": options.get("cache", {}).get("policy", "popularity") if transfer else "none",
             "skip_store": f"{skip.get('threshold', 0):g}" if skip.get("enabled") else "off", "transfer": transfer}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .common import arch_matrix, concat_runs, num_choices, run_spec
+from .common import arch_matrix, concat_runs, mutation_label, mutation_weights, num_choices, run_spec
 
 
 def _is_transfer_run(params: dict, run: str, group: pd.DataFrame) -> bool:
@@ -127,38 +127,46 @@ def _positions(params: dict, run: str, group: pd.DataFrame) -> int:
 
 def mutation_positions(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
     """Histogram of the mutated position over the stage-2 candidates (failed ones included: the
-    mutation happened before training), against the count expected if the position is uniform."""
+    mutation happened before training), against the count the run's mutation weights predict (uniform
+    unless `search.mutation.positions` biased them)."""
     frames = []
     for run, group in candidates.groupby("run", sort=True):
         width = _positions(params, str(run), group)
+        weights = mutation_weights(params, str(run), width) if width else np.zeros(0)
         pos = pd.to_numeric(group["mutation_pos"], errors="coerce").dropna().to_numpy(dtype=np.int64)
         counts = np.bincount(pos[(pos >= 0) & (pos < width)], minlength=width)[:width]
         total = int(counts.sum())
         frames.append(pd.DataFrame({
             "run": str(run), "position": np.arange(width), "mutations": counts,
             "fraction": counts / total if total else 0.0,
-            "expected": total / width if width else 0.0, "expected_fraction": 1.0 / width if width else 0.0,
+            "expected": total * weights, "expected_fraction": weights,
         }))
     columns = ["run", "position", "mutations", "fraction", "expected", "expected_fraction"]
     return concat_runs(frames, columns)
 
 
 def mutation_uniformity(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
-    """Pearson chi-square test of the mutation-position histogram against uniform positions
-    (scipy.stats.chisquare, expected count mutations / L at each of the L positions, L - 1 degrees of
-    freedom). A small p-value says the search does not mutate uniformly."""
+    """Pearson chi-square test of the mutation-position histogram against the run's mutation weights
+    (scipy.stats.chisquare; expected count mutations x weight at each position of non-zero weight, one
+    degree of freedom fewer than those positions; `weights` names them: uniform, linear or the list). A
+    small p-value says the search does not mutate as configured. A mutation at a position of weight 0
+    makes chisq infinite and p 0."""
     hist = mutation_positions(candidates, tensor_reads, params)
     rows = []
     for run, group in hist.groupby("run", sort=True):
         observed = group["mutations"].to_numpy(dtype=np.float64)
-        total, width = int(observed.sum()), len(observed)
-        if total and width > 1:
-            chisq, p_value = stats.chisquare(observed, np.full(width, total / width))
+        expected = group["expected"].to_numpy(dtype=np.float64)
+        total, live = int(observed.sum()), expected > 0
+        if (observed[~live] > 0).any():
+            chisq, p_value = np.inf, 0.0
+        elif total and live.sum() > 1:
+            chisq, p_value = stats.chisquare(observed[live], expected[live])
         else:
             chisq, p_value = np.nan, np.nan
-        rows.append({"run": run, "mutations": total, "positions": width, "chisq": float(chisq),
-                     "dof": width - 1, "p_value": float(p_value)})
-    return pd.DataFrame(rows, columns=["run", "mutations", "positions", "chisq", "dof", "p_value"])
+        rows.append({"run": run, "weights": mutation_label(params, str(run)), "mutations": total,
+                     "positions": len(observed), "chisq": float(chisq), "dof": int(live.sum()) - 1,
+                     "p_value": float(p_value)})
+    return pd.DataFrame(rows, columns=["run", "weights", "mutations", "positions", "chisq", "dof", "p_value"])
 
 
 def _transfer_stage2(candidates: pd.DataFrame, params: dict):
@@ -172,17 +180,17 @@ def _transfer_stage2(candidates: pd.DataFrame, params: dict):
 
 def prefix_length(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
     """Distribution of the transferred prefix length over the stage-2 candidates of transfer runs
-    (no donor counts as 0), against uniform mutation. Derivation: with L positions and the mutated
-    position m uniform on {0..L-1}, the mutated value differing from the parent's, the child shares
-    exactly the first m positions with its parent, so P(prefix = m) = 1/L for m < L and 0 for m = L;
-    the mean is (L-1)/2, less than half the sequence. The donor is the stored model with the longest
-    common prefix, so when the parent is stored the observed prefix is at least m: mass shifted to the
-    right of the uniform shows donors other than the parent."""
+    (no donor counts as 0), against what the mutation alone gives. Derivation: with L positions and the
+    mutated position m drawn with the run's weights w (uniform: 1/L), the mutated value differing from the
+    parent's, the child shares exactly the first m positions with its parent, so P(prefix = m) = w_m for
+    m < L and 0 for m = L; uniform, the mean is (L-1)/2, less than half the sequence. The donor is the
+    stored model with the longest common prefix, so when the parent is stored the observed prefix is at
+    least m: mass shifted to the right of the expectation shows donors other than the parent."""
     frames = []
     for run, width, child, covered in _transfer_stage2(candidates, params):
         counts = np.bincount(np.clip(covered, 0, width), minlength=width + 1)[: width + 1]
         total = int(counts.sum())
-        expected_fraction = np.r_[np.full(width, 1.0 / width), 0.0] if width else np.zeros(1)
+        expected_fraction = np.r_[mutation_weights(params, run, width), 0.0] if width else np.zeros(1)
         frames.append(pd.DataFrame({
             "run": run, "prefix_len": np.arange(width + 1), "candidates": counts,
             "fraction": counts / total if total else 0.0,
@@ -194,18 +202,20 @@ def prefix_length(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: 
 
 def transfer_summary(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, params: dict) -> pd.DataFrame:
     """Per transfer run: stage-2 candidates, those with a donor, the mean transferred prefix against
-    the mean mutated position (the prefix shared with the parent) and against (L-1)/2, and the mean
-    share of the sequence transferred against (L-1)/(2L)."""
+    the mean mutated position (the prefix shared with the parent) and against the mean mutated position
+    the run's weights give (uniform: (L-1)/2), and the mean share of the sequence transferred against
+    that mean over L."""
     rows = []
     for run, width, child, covered in _transfer_stage2(candidates, params):
         mutated = pd.to_numeric(child["mutation_pos"], errors="coerce")
+        expected = float(np.arange(width) @ mutation_weights(params, run, width)) if width else np.nan
         rows.append({
             "run": run, "candidates": len(child), "transfers": int(child["donor_id"].notna().sum()),
             "positions": width, "mean_prefix_len": float(covered.mean()) if len(covered) else np.nan,
             "mean_mutation_pos": float(mutated.mean()) if mutated.notna().any() else np.nan,
-            "expected_mean_prefix_len": (width - 1) / 2,
+            "expected_mean_prefix_len": expected,
             "mean_transferred_fraction": float(covered.mean()) / width if len(covered) and width else np.nan,
-            "expected_transferred_fraction": (width - 1) / (2 * width) if width else np.nan,
+            "expected_transferred_fraction": expected / width if width else np.nan,
         })
     columns = ["run", "candidates", "transfers", "positions", "mean_prefix_len", "mean_mutation_pos",
                "expected_mean_prefix_len", "mean_transferred_fraction", "expected_transferred_fraction"]

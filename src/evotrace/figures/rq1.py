@@ -144,24 +144,24 @@ def _against_expected(table: pd.DataFrame, summary: pd.DataFrame, params: dict, 
 
 
 def mutation_positions(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
-    """Mutations per position against the uniform expectation, with the chi-square result."""
+    """Mutations per position against the run's mutation weights (uniform by default), with the chi-square result."""
     return _against_expected(tables["mutation_positions"], tables["mutation_uniformity"], params,
                              lambda run, t: f"{run}: χ²={t['chisq']:.2f}, dof={int(t['dof'])}, p={t['p_value']:.3g}",
                              "position", "mutations", "expected", colour="#4c78a8",
-                             expected_name="uniform", line={}, xtitle="mutated position", yaxes={},
+                             expected_name="expected (mutation weights)", line={}, xtitle="mutated position", yaxes={},
                              ytitle="mutations (stage-2 candidates)", ytitle_shift=-45,
-                             title="Mutation position against uniform", barmode="overlay")
+                             title="Mutation position against the mutation weights", barmode="overlay")
 
 
 def prefix_length(tables: dict[str, pd.DataFrame], params: dict) -> go.Figure:
-    """Transferred prefix length of stage-2 candidates against uniform mutation (1/L for 0..L-1)."""
+    """Transferred prefix length of stage-2 candidates against the mutation alone (uniform: 1/L for 0..L-1)."""
     return _against_expected(tables["prefix_length"], tables["transfer_summary"], params,
                              lambda run, s: f"{run}: mean {s['mean_prefix_len']:.2f} vs {s['expected_mean_prefix_len']:.2f}",
                              "prefix_len", "fraction", "expected_fraction", colour="#54a24b",
-                             expected_name="uniform mutation", line={"shape": "hvh"},
+                             expected_name="mutation alone", line={"shape": "hvh"},
                              xtitle="transferred prefix length", yaxes={"tickformat": ".0%"},
                              ytitle="share of stage-2 candidates", ytitle_shift=-55,
-                             title="Transferred prefix length against uniform mutation")
+                             title="Transferred prefix length against the mutation alone")
 
 
 FIGURES = {
