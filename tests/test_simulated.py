@@ -296,3 +296,26 @@ def test_fitted_model_learns_from_a_trace(tmp_path):
         make_model(f"fitted:{tmp_path / 'src' / 'candidates.parquet'}", other, 4)
     with pytest.raises(ModelError, match="no such file"):
         make_model(f"fitted:{tmp_path / 'missing.parquet'}", space, 4)
+
+
+def test_a_resumed_simulated_search_keeps_the_models_stored_before_the_interruption(tmp_path):
+    """A journal cut where a killed master would leave it: the resumed search finds every model stored
+    before the cut as a donor, as the real repository on disk would provide it (no 'donor is not stored'
+    fallback), and its transfers read tensors owned by the lineage of their donor."""
+    spec = spec_for(400, 30, 4, 8)
+    assert run_simulated(spec, tmp_path / "full") == 0
+    lines = (tmp_path / "full" / "journal.done.jsonl").read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "journal.jsonl").write_text("".join(lines[: len(lines) * 3 // 5]))
+    before = {json.loads(line)["job_id"] for line in lines[: len(lines) * 3 // 5]
+              if json.loads(line)["e"] == "d" and json.loads(line)["stored"]}
+    assert run_simulated(spec, cut) == 0
+    trace = pd.read_parquet(cut / "candidates.parquet")
+    assert algorithm1_violations(trace, 30, 4, 400) == []
+    assert not trace["warning"].fillna("").str.contains("not stored").any()
+    resumed = trace[~trace["job_id"].isin(before) & trace["donor_id"].isin(before)]
+    assert len(resumed) > 20  # candidates after the cut that inherited from models stored before it
+    reads = pd.read_parquet(cut / "tensor_reads.parquet")
+    mine = reads[reads["job_id"].isin(resumed["job_id"])].merge(resumed[["job_id", "donor_id"]], on="job_id")
+    assert len(mine) and (mine["owner_id"] <= mine["donor_id"]).all()

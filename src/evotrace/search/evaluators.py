@@ -254,9 +254,12 @@ class VirtualClock:
         return self.now if epoch is None else epoch
 
     def attach(self, master) -> None:
-        """Drive `master` on virtual time (continuing from a resumed search's last time)."""
+        """Drive `master` on virtual time (continuing from a resumed search's last time). A resumed search's
+        virtual workers get back what its journaled results stored (`restore`, where they keep state)."""
         self.now = master.clock.offset
         master.clock = self.clock
+        if master.book.done and hasattr(self.run_function, "restore"):
+            self.run_function.restore(master.book.created, master.book.done.values())
 
     def submit(self, args_list):
         for args in args_list:

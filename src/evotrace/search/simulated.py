@@ -12,6 +12,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -120,6 +121,20 @@ class SimulatedWorkers:
             duration += written / WRITE_BANDWIDTH + 2 * TENSOR_LATENCY
         meta["end_epoch"] = now + duration
         return duration, {"objective": "F_simulated" if quality is None else quality, "metadata": meta}
+
+    def restore(self, created: dict[int, dict], done: Iterable[dict]) -> None:
+        """A resumed search: the simulated repository as the journaled results left it, replayed in
+        completion order (a stored model's tensors belong to its donor's owners up to the prefix it
+        inherited, to itself beyond). Without it every donor of the first run would count as not stored.
+        The worker caches start empty, as node-local caches do after a restart."""
+        for record in done:
+            if not record.get("stored"):
+                continue
+            job_id, donor, lcp = record["job_id"], record.get("donor_id"), record.get("prefix_len")
+            owners = np.full(len(created[job_id]["arch_seq"]) + 1, job_id, dtype=np.int64)
+            if donor is not None and self.owners[donor, 0]:
+                owners[: lcp + 1] = self.owners[donor][: lcp + 1] - 1
+            self.owners[job_id] = owners + 1
 
     def _stores(self, quality: float, params: dict, meta: dict) -> bool:
         """The skip-store rule exactly as worker._store applies it."""
