@@ -148,7 +148,9 @@ class TraceBook:
     temporary files renamed at the end. Only the candidates still running and those done but waiting
     for an earlier one are held, so a search of any length runs in bounded memory."""
 
-    batch = 16384  # rows per write (one Parquet row group)
+    # rows per write (one Parquet row group): small enough that writing, which costs the master in proportion
+    # to the reads, happens every thousand candidates or so instead of in long pauses (bench/bench_scale.py)
+    batch = 1024
 
     def __init__(self, run: str, out_dir: Path, params):
         self.run = run
@@ -183,17 +185,24 @@ class TraceBook:
             self._write(self._ready)
             self._ready = []
 
-    def _row(self, job_id: int) -> dict:
-        c, d = self.created[job_id], self.done[job_id]
+    def _candidate_table(self, jobs: list[int], schema: pa.Schema) -> pa.Table:
+        """The candidates rows of `jobs`, built column by column (a dict per row and Table.from_pylist took
+        about 60 us a row, the largest part of writing a batch)."""
+        created = [self.created[j] for j in jobs]
+        done = [self.done[j] for j in jobs]
+        cols = {"run": [self.run] * len(jobs)}
+        cols.update({k: [c.get(k) for c in created] for k in CREATED})
         # donor_id and prefix_len from the report: the donor that was used, not the one planned
-        return {"run": self.run, **{k: c.get(k) for k in CREATED}, **{k: d.get(k) for k in (*JUDGED, *REPORTED)}}
+        cols.update({k: [d.get(k) for d in done] for k in (*JUDGED, *REPORTED)})
+        return pa.table([pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(len(jobs), f.type)
+                         for f in schema], schema=schema)
 
     def _write(self, jobs: list[int]) -> None:
         if self.keep:
             if not self._writers:
                 self._open()
             writer, _ = self._writers["candidates"]
-            writer.write_table(pa.Table.from_pylist([self._row(j) for j in jobs], schema=writer.schema))
+            writer.write_table(self._candidate_table(jobs, writer.schema))
             writer, _ = self._writers["tensor_reads"]
             writer.write_table(self._read_table(jobs, writer.schema))
         for j in jobs:
