@@ -233,3 +233,18 @@ def test_every_figure_has_a_caption():
     for name in fig2.CAPTIONS.values():
         text = (REPORT / name).read_text()
         assert name.startswith("rq2_") and len(text.split(".")) >= 4
+
+
+def test_worker_axes_label_each_worker_only_while_there_are_few(tables):
+    """A tick per worker is readable at W=8; at W=1000 it made Chromium spend minutes on one panel."""
+    scatter = fig2.FIGURES["tensor_scatter"](tables, PARAMS)
+    workers = sorted(int(w) for w in tables["popular_tensor_reads"]["worker"].unique())
+    assert list(scatter.layout.yaxis.tickvals) == workers
+    reads = tables["popular_tensor_reads"]
+    many = pd.concat([reads.assign(worker=reads["worker"] + 20 * i) for i in range(50)], ignore_index=True)
+    wide = fig2.FIGURES["tensor_scatter"]({**tables, "popular_tensor_reads": many}, PARAMS)
+    assert many["worker"].nunique() > 40 and wide.layout.yaxis.tickvals is None and wide.layout.yaxis.nticks == 20
+    reuse = tables["worker_reuse"]
+    spread = pd.concat([reuse.assign(worker=reuse["worker"] + 100 * i) for i in range(50)], ignore_index=True)
+    assert spread["worker"].nunique() > 40
+    assert fig2.FIGURES["reuse"]({**tables, "worker_reuse": spread}, PARAMS).layout.xaxis.tickvals is None

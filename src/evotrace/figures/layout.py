@@ -30,6 +30,18 @@ def listed_runs(table: pd.DataFrame, params: dict) -> list[str]:
     return listed + [r for r in present if r not in listed]
 
 
+MAX_LABELLED_WORKERS = 40
+
+
+def worker_ticks(workers) -> dict:
+    """Axis settings for worker ranks: a labelled tick per worker up to MAX_LABELLED_WORKERS of them, beyond
+    that plotly's own ticks (with a tick per worker at W=1000, Chromium took minutes to draw one panel)."""
+    workers = sorted(int(w) for w in workers)
+    if len(workers) <= MAX_LABELLED_WORKERS:
+        return dict(tickmode="array", tickvals=workers, ticktext=[str(w) for w in workers])
+    return dict(tickmode="auto", nticks=20)
+
+
 def by_run(table: pd.DataFrame) -> pd.DataFrame:
     """A one-row-per-run table indexed by the run name as text."""
     return table.assign(run=table["run"].astype(str)).set_index("run")

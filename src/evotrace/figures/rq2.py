@@ -41,7 +41,7 @@ def tensor_scatter(tables, params) -> go.Figure:
                 row=row,
                 col=1,
             )
-        fig.update_yaxes(tickmode="array", tickvals=workers, ticktext=[str(w) for w in workers],
+        fig.update_yaxes(**layout.worker_ticks(workers),
                          range=[workers[0] - 0.5, workers[-1] + 0.5], showgrid=True, zeroline=False, row=row, col=1)
     fig.update_xaxes(title_text="start time of the read (s since the search started)", row=rows, col=1)
     layout.shared_ytitle(fig, "worker (rank 2 below, 3 on, 4 above the line)")
@@ -70,7 +70,7 @@ def reuse(tables, params) -> go.Figure:
     fig.update_layout(
         title=f"Worker-local reuse: reads repeated by the same worker within its next {k} candidates",
         xaxis_title="worker", yaxis_title="share of the worker's tensor reads", yaxis_range=[0, 1],
-        yaxis_tickformat=".0%", xaxis=dict(tickmode="array", tickvals=sorted(t["worker"].unique()) if len(t) else []),
+        yaxis_tickformat=".0%", xaxis=layout.worker_ticks(t["worker"].unique() if len(t) else []),
     )
     return fig
 
