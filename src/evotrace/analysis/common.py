@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..search.regevo import position_weights
+
 PAD = -1  # arch_matrix filler where a sequence is shorter than the longest one (runs of other spaces)
 
 
@@ -62,20 +64,21 @@ def population_sample(params: dict, run: str) -> tuple[int, int]:
     return population_size(params, run), int(params["runs"][run]["sample"])
 
 
+def _mutation_positions(params: dict, run: str):
+    return run_spec(params, run).get("mutation", {}).get("positions", "uniform")
+
+
 def mutation_weights(params: dict, run: str, width: int) -> np.ndarray:
     """The probability that `run` mutates each of its `width` positions: the run's `mutation.positions`
     (uniform, linear or explicit weights, as the search drew them), uniform when params do not say."""
-    from ..search.regevo import position_weights
-
-    positions = run_spec(params, run).get("mutation", {}).get("positions", "uniform")
     try:
-        return position_weights(positions, width)
+        return position_weights(_mutation_positions(params, run), width)
     except ValueError as err:
         raise ValueError(f"run {run!r}: {err}") from None
 
 
 def mutation_label(params: dict, run: str) -> str:
-    positions = run_spec(params, run).get("mutation", {}).get("positions", "uniform")
+    positions = _mutation_positions(params, run)
     return positions if isinstance(positions, str) else "weights " + "-".join(f"{w:g}" for w in positions)
 
 

@@ -83,13 +83,9 @@ class SimulatedWorkers:
         donor, lcp = params.get("donor_id"), params.get("prefix_len")
         meta = {**REPORTED, "job_id": job_id, "start_epoch": now, "worker": worker,
                 "host": f"sim{(worker - 1) // WORKERS_PER_HOST}", "pid": 0, "epochs": self.spec["epochs"], "tensor_reads": no_reads()}
-        owners = np.full(len(seq) + 1, job_id, dtype=np.int64)
         inherited = np.zeros(len(names), dtype=bool)
-        donor_owners = None
-        if self.transfer and donor is not None and self.owners[donor, 0]:
-            donor_owners = self.owners[donor] - 1
+        donor_owners = self._stored_owners(donor) if self.transfer else None
         if donor_owners is not None:
-            owners[: lcp + 1] = donor_owners[: lcp + 1]
             inherited = maxpos < lcp
             index = np.flatnonzero(inherited)
             position, size = maxpos[index], nbytes[index]
@@ -117,24 +113,31 @@ class SimulatedWorkers:
         elif self.transfer and self._stores(quality, params, meta):
             written = int(nbytes[~inherited].sum())
             meta.update(stored=True, bytes_written=written)
-            self.owners[job_id] = owners + 1
+            self._store(job_id, len(seq), donor_owners, lcp)
             duration += written / WRITE_BANDWIDTH + 2 * TENSOR_LATENCY
         meta["end_epoch"] = now + duration
         return duration, {"objective": "F_simulated" if quality is None else quality, "metadata": meta}
 
     def restore(self, created: dict[int, dict], done: Iterable[dict]) -> None:
         """A resumed search: the simulated repository as the journaled results left it, replayed in
-        completion order (a stored model's tensors belong to its donor's owners up to the prefix it
-        inherited, to itself beyond). Without it every donor of the first run would count as not stored.
+        completion order. Without it every donor of the first run would count as not stored.
         The worker caches start empty, as node-local caches do after a restart."""
         for record in done:
-            if not record.get("stored"):
-                continue
-            job_id, donor, lcp = record["job_id"], record.get("donor_id"), record.get("prefix_len")
-            owners = np.full(len(created[job_id]["arch_seq"]) + 1, job_id, dtype=np.int64)
-            if donor is not None and self.owners[donor, 0]:
-                owners[: lcp + 1] = self.owners[donor][: lcp + 1] - 1
-            self.owners[job_id] = owners + 1
+            if record.get("stored"):
+                job_id = record["job_id"]
+                self._store(job_id, len(created[job_id]["arch_seq"]), self._stored_owners(record.get("donor_id")),
+                            record.get("prefix_len"))
+
+    def _stored_owners(self, donor) -> np.ndarray | None:
+        """The owner of each position's tensors of stored model `donor` (None: not stored)."""
+        return self.owners[donor] - 1 if donor is not None and self.owners[donor, 0] else None
+
+    def _store(self, job_id: int, length: int, donor_owners: np.ndarray | None, lcp) -> None:
+        """Store a model: its tensors belong to its donor's owners up to the prefix it inherited, to itself beyond."""
+        owners = np.full(length + 1, job_id, dtype=np.int64)
+        if donor_owners is not None:
+            owners[: lcp + 1] = donor_owners[: lcp + 1]
+        self.owners[job_id] = owners + 1
 
     def _stores(self, quality: float, params: dict, meta: dict) -> bool:
         """The skip-store rule exactly as worker._store applies it."""
