@@ -19,7 +19,7 @@ from evotrace.search.models import Layouts, ModelError, make_model
 from evotrace.search.regevo import RegularizedEvolution
 from evotrace.search.simulated import SimulatedWorkers, run_simulated, simulation_spec
 from evotrace.spaces import make_space
-from evotrace.trace import READ_COLUMNS
+from evotrace.trace import READ_COLUMNS, check_packed, pack_reads
 
 NB201 = {"C": 4, "N": 1, "input_shape": [1, 8, 8]}
 
@@ -140,11 +140,28 @@ def test_a_tensor_id_with_a_newline_is_journaled_as_columns_and_read_back():
              "cache_hit": [False, True]}
     log[7] = reads
     form = log.journal_form(7)
-    assert form == reads
+    assert form["tensor_id"] == reads["tensor_id"] and form["n"] == 2
     again = ReadLog()
     again[7] = json.loads(json.dumps(form))
-    assert again.tensor_ids(7) == ("3/a\nb", "3/c")
+    assert again.tensor_ids(7) == ["3/a\nb", "3/c"]
+    cols = again.columns([7])
+    assert {c: list(cols[c]) if c == "tensor_id" else cols[c].tolist() for c in READ_COLUMNS} == reads
     assert ReadLog().journal_form(9)["n"] == 0  # a job without reads
+
+
+@pytest.mark.parametrize("column", ["tensor_id", "owner_id", "position", "nbytes", "cache_hit"])
+def test_a_report_whose_columns_disagree_on_the_number_of_reads_is_refused_naming_the_column(column):
+    """The master checks a packed report from the lengths of its strings (no decoding) when it arrives."""
+    reads = {"tensor_id": ["3/a", "3/b", "4/c"], "owner_id": [3, 3, 4], "position": [0, 1, 2], "nbytes": [8, 16, 4],
+             "cache_hit": [False, True, False]}
+    packed = pack_reads(reads)
+    assert check_packed(packed) == 3
+    if column != "tensor_id":
+        with pytest.raises(ValueError, match=f"column {column} has 2 values for 3"):
+            pack_reads({**reads, column: reads[column][:2]})
+    short = {**packed, column: pack_reads({c: v[:2] for c, v in reads.items()})[column]}
+    with pytest.raises(ValueError, match=column):
+        ReadLog()[1] = short
 
 
 def test_resume_rebuilds_the_trace_from_a_journal_of_any_read_form(tmp_path):
@@ -177,12 +194,14 @@ def test_resume_rebuilds_the_trace_from_a_journal_of_any_read_form(tmp_path):
             pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), table, obj=f"{form}: {name}")
 
 
-def test_a_journal_with_damaged_packed_reads_names_the_job(tmp_path):
+@pytest.mark.parametrize("damage", ["cut short", "not base64"])
+def test_a_journal_with_damaged_packed_reads_names_the_job(tmp_path, damage):
     spec = spec_for(100, 20, 4, 4)
     assert run_simulated(spec, tmp_path / "a") == 0
     records = [json.loads(line) for line in (tmp_path / "a" / "journal.done.jsonl").read_text().splitlines()]
     victim = next(r for r in records if r["e"] == "d" and r["tensor_reads"]["n"] > 1)
-    victim["tensor_reads"]["nbytes"] = victim["tensor_reads"]["nbytes"][:-8]  # a column cut short
+    nbytes = victim["tensor_reads"]["nbytes"]
+    victim["tensor_reads"]["nbytes"] = nbytes[:-8] if damage == "cut short" else "!" + nbytes[1:]
     out = tmp_path / "b"
     out.mkdir()
     (out / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

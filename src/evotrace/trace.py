@@ -3,8 +3,10 @@ every writer and reader agrees on names and types; run parameters travel as key/
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pyarrow as pa
 
 CANDIDATE_FIELDS = [
@@ -68,13 +70,76 @@ REPORTED = {
 }
 # the per-tensor columns of tensor_reads a worker reports; the master adds run, job_id, worker, start_time
 READ_COLUMNS = ("tensor_id", "owner_id", "position", "nbytes", "cache_hit")
+# the little-endian numpy type of each other column in a packed report (the trace schema's width)
+READ_TYPES = {"owner_id": "<i8", "position": "<i2", "nbytes": "<i8", "cache_hit": "u1"}
 
 
-def no_reads() -> dict[str, list]:
-    """A worker's report of its tensor reads is columnar, {READ_COLUMNS: equal-length lists}: the master
-    passes one object per candidate to the journal and the trace, whatever the number of reads (a
-    converging search transfers ever longer prefixes). This is the report of a job that read nothing."""
-    return {c: [] for c in READ_COLUMNS}
+def pack_reads(columns: dict) -> dict:
+    """A worker's report of its tensor reads: {"n": reads, "tensor_id": the ids joined by newlines, every
+    other READ_COLUMNS column: base64 of its little-endian bytes}. The worker packs, so the master
+    unpickles, journals (JSON) and holds a few strings per candidate, whatever the number of reads (a
+    converging search transfers ever longer prefixes); only the trace writer unpacks, in bulk. An id that
+    holds a newline keeps the ids as a list. `columns`: READ_COLUMNS -> equal-length sequences or arrays."""
+    ids = list(columns["tensor_id"])
+    joined = "\n".join(ids)
+    packed = {"n": len(ids), "tensor_id": joined if joined.count("\n") == max(0, len(ids) - 1) else ids}
+    for key, dtype in READ_TYPES.items():
+        values = np.asarray(columns[key], dtype=dtype)
+        if values.shape != (len(ids),):
+            raise ValueError(f"tensor reads: column {key} has {values.size} values for {len(ids)} tensor ids")
+        packed[key] = base64.b64encode(values.tobytes()).decode("ascii")
+    return packed
+
+
+def check_packed(packed: dict) -> int:
+    """The number of reads of a packed report, after checking that every column holds that many (from the
+    lengths alone: no decoding). ValueError names the column that does not."""
+    n = packed["n"]
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"packed tensor reads: n={n!r} is not a count")
+    ids = packed["tensor_id"]
+    if isinstance(ids, list):
+        count = len(ids)
+    else:
+        count = ids.count("\n") + 1 if n else int(ids != "")
+    if count != n:
+        raise ValueError(f"packed tensor reads: tensor_id does not hold n={n} ids")
+    for key, dtype in READ_TYPES.items():
+        text = packed[key]
+        if len(text) % 4 or len(text) // 4 * 3 - text[-2:].count("=") != n * np.dtype(dtype).itemsize:
+            raise ValueError(f"packed tensor reads: column {key} does not hold n={n} values")
+    return n
+
+
+def packed_ids(packed: dict) -> list[str]:
+    ids = packed["tensor_id"]
+    return ids if isinstance(ids, list) else ids.split("\n") if packed["n"] else []
+
+
+def unpack_reads(packs: list[dict]) -> dict:
+    """The READ_COLUMNS of packed reports, concatenated in order: tensor ids as a list, the rest as numpy
+    arrays in native byte order (cache_hit as bool)."""
+    texts = [packed["tensor_id"] for packed in packs if packed["n"]]
+    if all(isinstance(text, str) for text in texts):
+        out = {"tensor_id": "\n".join(texts).split("\n") if texts else []}
+    else:
+        out = {"tensor_id": [tensor_id for packed in packs for tensor_id in packed_ids(packed)]}
+    for key, dtype in READ_TYPES.items():
+        raw = b"".join([base64.b64decode(packed[key], validate=True) for packed in packs])
+        values = np.frombuffer(raw, dtype=dtype)
+        out[key] = values.astype(bool) if key == "cache_hit" else values.astype(values.dtype.newbyteorder("="))
+        if len(values) != len(out["tensor_id"]):
+            raise ValueError(f"packed tensor reads: column {key} holds {len(values)} values for "
+                             f"{len(out['tensor_id'])} tensor ids")
+    return out
+
+
+_NO_READS = pack_reads({c: [] for c in READ_COLUMNS})
+
+
+def no_reads() -> dict:
+    """The packed report (pack_reads) of a job that read nothing."""
+    return dict(_NO_READS)
 
 
 METADATA_KEY = b"evotrace"

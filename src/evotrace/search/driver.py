@@ -3,7 +3,6 @@ Algorithm 1, choosing donors, and keeping the trace in memory until the end (or 
 
 from __future__ import annotations
 
-import base64
 import gc
 import logging
 import os
@@ -12,7 +11,6 @@ import signal
 import socket
 import sys
 import time
-from array import array
 from collections import deque
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..durable import TMP_PREFIX, temp_path
-from ..trace import CANDIDATES, CREATED, JUDGED, READ_COLUMNS, REPORTED, TENSOR_READS, no_reads, with_run_metadata
+from ..trace import (CANDIDATES, CREATED, JUDGED, READ_COLUMNS, REPORTED, TENSOR_READS, check_packed, no_reads,
+                     pack_reads, packed_ids, unpack_reads, with_run_metadata)
 from .journal import Journal, JournalError, SearchLock, SearchLocked, changed_keys, fingerprint
 from .regevo import Candidate, RegularizedEvolution
 
@@ -48,64 +47,29 @@ class Clock:
         return (time.time() if epoch is None else epoch) - self.origin + self.offset
 
 
-def _b64(values) -> str:
-    """Little-endian bytes of an array (or bytes), base64: the journal's form of a numeric column."""
-    if sys.byteorder == "big" and isinstance(values, array):
-        values = array(values.typecode, values)
-        values.byteswap()
-    return base64.b64encode(values).decode("ascii")
-
-
 class ReadLog:
-    """Each job's tensor reads, as the worker reported them (columns, trace.no_reads), packed: a tuple of
-    interned tensor ids and one typed array per column. A 100k-candidate search makes millions of reads;
-    the master keeps and handles a few objects per job, never one per read."""
-
-    _INTS = tuple((f.name, {pa.int64(): "q", pa.int32(): "i", pa.int16(): "h"}[f.type]) for f in TENSOR_READS
-                  if f.name in READ_COLUMNS and pa.types.is_integer(f.type))
+    """Each job's tensor reads, as its worker packed them (trace.pack_reads): a few strings per job,
+    which the journal takes as they are. A 100k-candidate search makes millions of reads; the master
+    never holds or handles one object per read, except the ids the popularity window counts."""
 
     def __init__(self):
-        self._jobs: dict[int, tuple] = {}
-        self._empty = ((), *(array(code) for _, code in self._INTS), b"")
+        self._jobs: dict[int, dict] = {}
 
-    def __setitem__(self, job_id: int, reads: dict[str, list] | dict[str, str] | list[dict]) -> None:
+    def __setitem__(self, job_id: int, reads: dict | list[dict]) -> None:
+        """Keep a job's reads; older journals' forms (a list per column, a dict per read) are packed.
+        ValueError when a column does not hold as many values as there are ids."""
         if isinstance(reads, list):  # a dict per read: the journal of an evotrace before reads were columns
             reads = {c: [r[c] for r in reads] for c in READ_COLUMNS}
-        if isinstance(reads["tensor_id"], str):  # the journal's packed form
-            self._jobs[job_id] = self._unpack(reads)
-            return
-        self._jobs[job_id] = (tuple(map(sys.intern, reads["tensor_id"])),
-                              *(array(code, reads[key]) for key, code in self._INTS),
-                              bytes(map(bool, reads["cache_hit"])))
+        if "n" not in reads:  # a list per column
+            reads = pack_reads(reads)
+        check_packed(reads)
+        self._jobs[job_id] = reads
 
     def journal_form(self, job_id: int) -> dict:
-        """A job's reads as the journal keeps them: the tensor ids joined by newlines and each other column
-        as the base64 of its little-endian bytes. JSON then encodes a few strings per candidate, not a value
-        per read (at 70 reads a candidate, that was the master's largest per-read cost). An id that holds a
-        newline keeps the column form, which `__setitem__` reads as well."""
-        ids, *ints, hits = self._jobs.get(job_id) or self._empty
-        joined = "\n".join(ids)
-        if joined.count("\n") != max(0, len(ids) - 1):
-            return {"tensor_id": list(ids), **{k: v.tolist() for (k, _), v in zip(self._INTS, ints)},
-                    "cache_hit": [bool(h) for h in hits]}
-        return {"n": len(ids), "tensor_id": joined,
-                **{key: _b64(values) for (key, _), values in zip(self._INTS, ints)}, "cache_hit": _b64(hits)}
+        return self._jobs.get(job_id) or no_reads()
 
-    def _unpack(self, form: dict) -> tuple:
-        ids = tuple(map(sys.intern, form["tensor_id"].split("\n"))) if form["n"] else ()
-        ints = []
-        for key, code in self._INTS:
-            values = array(code, base64.b64decode(form[key]))
-            if sys.byteorder == "big":
-                values.byteswap()
-            ints.append(values)
-        hits = base64.b64decode(form["cache_hit"])
-        if any(len(column) != len(ids) for column in (*ints, hits)):
-            raise ValueError(f"packed tensor reads of unequal lengths (n={form['n']})")
-        return (ids, *ints, hits)
-
-    def tensor_ids(self, job_id: int) -> tuple[str, ...]:
-        return self._jobs[job_id][0] if job_id in self._jobs else ()
+    def tensor_ids(self, job_id: int) -> list[str]:
+        return packed_ids(self._jobs[job_id]) if job_id in self._jobs else []
 
     def __contains__(self, job_id) -> bool:
         return job_id in self._jobs
@@ -120,25 +84,16 @@ class ReadLog:
         return len(self._jobs)
 
     def held_bytes(self) -> int:
-        """Bytes of the packed reads held (the tensor id strings are interned, shared by many jobs)."""
-        return sum(sys.getsizeof(column) for packed in self._jobs.values() for column in packed)
+        """Bytes of the packed reads held."""
+        return sum(sys.getsizeof(form) + sum(map(sys.getsizeof, form.values())) for form in self._jobs.values())
 
-    def columns(self, jobs: list[int]) -> dict[str, list]:
-        """The READ_COLUMNS of `jobs`, in order (tensor ids as a list, the rest as numpy arrays), plus a
-        `job_id` column."""
-        cols = {"job_id": array("q"), "tensor_id": [], **{name: array(code) for name, code in self._INTS},
-                "cache_hit": bytearray()}
-        ints = [cols[name] for name, _ in self._INTS]
-        for job_id in jobs:
-            ids, *packed, hits = self._jobs[job_id]
-            cols["job_id"] += array("q", (job_id,)) * len(ids)
-            cols["tensor_id"] += ids
-            for col, values in zip(ints, packed):
-                col += values
-            cols["cache_hit"] += hits
-        for name, code in (("job_id", "q"), *self._INTS):
-            cols[name] = np.frombuffer(cols[name], dtype=np.dtype(code))
-        cols["cache_hit"] = np.frombuffer(cols["cache_hit"], dtype=np.uint8).astype(bool)
+    def columns(self, jobs: list[int]) -> dict:
+        """The READ_COLUMNS of `jobs`, in order (trace.unpack_reads), a `job_id` column, and the reads of
+        each job (`counts`)."""
+        packs = [self._jobs[j] for j in jobs]
+        cols = unpack_reads(packs)
+        cols["counts"] = np.asarray([p["n"] for p in packs], dtype=np.int64)
+        cols["job_id"] = np.repeat(np.asarray(jobs, dtype=np.int64), cols["counts"])
         return cols
 
 
@@ -217,12 +172,12 @@ class TraceBook:
     def _read_table(self, jobs: list[int], schema: pa.Schema) -> pa.Table:
         """The tensor_reads rows of `jobs`, built column by column (millions of rows at scale)."""
         cols = self.reads.columns(jobs)
-        job_ids = cols["job_id"]
-        order = np.searchsorted(np.asarray(jobs, dtype=np.int64), job_ids)
-        worker = np.asarray([self.done[j]["worker"] for j in jobs], dtype=np.int32)[order]
+        counts = cols.pop("counts")
         start = np.asarray([np.nan if self.done[j]["start_time"] is None else self.done[j]["start_time"] for j in jobs])
-        cols.update(run=[self.run] * len(job_ids), job_id=job_ids, worker=worker,
-                    start_time=pa.array(start[order], mask=np.isnan(start[order])))
+        start = np.repeat(start, counts)
+        cols.update(run=[self.run] * len(cols["job_id"]),
+                    worker=np.repeat(np.asarray([self.done[j]["worker"] for j in jobs], dtype=np.int32), counts),
+                    start_time=pa.array(start, mask=np.isnan(start)))
         return pa.table([cols[f.name] if isinstance(cols[f.name], pa.Array) else pa.array(cols[f.name], f.type)
                          for f in schema], schema=schema)
 
@@ -299,6 +254,7 @@ class Master:
         for d in list(self.book.done.values()):
             try:
                 self.book.finished(d)
+                unpack_reads([self.book.reads.journal_form(d["job_id"])])  # decodes: damage shows now, not at a write
             except (KeyError, TypeError, ValueError) as err:  # binascii.Error is a ValueError
                 raise JournalError(
                     f"{self.journal.path}: the tensor reads of job {d['job_id']} cannot be read ({type(err).__name__}: "

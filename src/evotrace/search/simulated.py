@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from ..spaces import known_spaces, make_space
-from ..trace import REPORTED, no_reads
+from ..trace import REPORTED, no_reads, pack_reads
 from .models import Layouts, make_model
 
 log = logging.getLogger("evotrace.search")
@@ -96,10 +96,8 @@ class SimulatedWorkers:
             if cache is None:
                 cache = self.caches[worker] = VirtualCache(*self._cache_args)
             hits = cache.read(ids, size_list, params.get("tensor_popularity") or {})
-            # tuples, not lists: a report is held for its job's virtual duration (W jobs at once) and a tuple of
-            # atoms leaves the garbage collector's lists at its first pass, where a list would be rescanned
-            meta["tensor_reads"] = {"tensor_id": tuple(ids), "owner_id": tuple(owner), "position": tuple(position.tolist()),
-                                    "nbytes": tuple(size_list), "cache_hit": tuple(hits)}
+            meta["tensor_reads"] = pack_reads({"tensor_id": ids, "owner_id": owner, "position": position,
+                                               "nbytes": size, "cache_hit": hits})
             meta.update(n_transferred_tensors=len(ids), donor_id=int(donor), prefix_len=int(lcp),
                         cache_hits=sum(hits), bytes_read=sum(b for b, hit in zip(size_list, hits) if not hit))
             meta["transfer_seconds"] = meta["bytes_read"] / READ_BANDWIDTH + TENSOR_LATENCY * (len(ids) - meta["cache_hits"])

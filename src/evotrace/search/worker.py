@@ -13,7 +13,7 @@ import traceback
 import numpy as np
 
 from ..durable import warn_once
-from ..trace import REPORTED, no_reads
+from ..trace import REPORTED, no_reads, pack_reads
 
 log = logging.getLogger("evotrace.worker")
 _STATE: dict = {}
@@ -208,7 +208,7 @@ def _transfer(state, model, seq, params, meta):
         meta["warning"] = f"transfer skipped, trained from scratch: {type(err).__name__}: {err}"
         meta["transfer_seconds"] = time.perf_counter() - t0
         return None
-    meta["tensor_reads"] = result.read_columns()
+    meta["tensor_reads"] = pack_reads(result.read_columns())
     meta.update(result.summary())
     if not result.transferred:  # no tensor of the donor fits the child: no transfer happened
         return None
