@@ -72,6 +72,7 @@ REPORTED = {
 READ_COLUMNS = ("tensor_id", "owner_id", "position", "nbytes", "cache_hit")
 # the little-endian numpy type of each other column in a packed report (the trace schema's width)
 READ_TYPES = {"owner_id": "<i8", "position": "<i2", "nbytes": "<i8", "cache_hit": "u1"}
+_READ_SIZES = tuple((key, np.dtype(dtype).itemsize) for key, dtype in READ_TYPES.items())
 
 
 def pack_reads(columns: dict) -> dict:
@@ -104,9 +105,9 @@ def check_packed(packed: dict) -> int:
         count = ids.count("\n") + 1 if n else int(ids != "")
     if count != n:
         raise ValueError(f"packed tensor reads: tensor_id does not hold n={n} ids")
-    for key, dtype in READ_TYPES.items():
+    for key, itemsize in _READ_SIZES:
         text = packed[key]
-        if len(text) % 4 or len(text) // 4 * 3 - text[-2:].count("=") != n * np.dtype(dtype).itemsize:
+        if len(text) % 4 or len(text) // 4 * 3 - text[-2:].count("=") != n * itemsize:
             raise ValueError(f"packed tensor reads: column {key} does not hold n={n} values")
     return n
 
