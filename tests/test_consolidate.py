@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from evotrace import consolidate as consolidate_module
 from evotrace.cli import main
 from evotrace.consolidate import TraceError, consolidate, load_runs, load_traces
 from evotrace.trace import CANDIDATES, TENSOR_READS, read_candidates, run_metadata, with_run_metadata
@@ -171,6 +172,27 @@ def test_tensor_reads_checked_against_their_run(tmp_path):
         consolidate([c], [wrong], tmp_path / "out")
     with pytest.raises(TraceError, match="1 candidates traces but 2 tensor-reads"):
         consolidate([c], [wrong, wrong], tmp_path / "out")
+
+
+def test_tensor_reads_pass_through_in_batches_and_a_bad_one_late_writes_nothing(tmp_path, two_runs, monkeypatch):
+    """Reads are checked and copied a batch at a time: the result equals the whole tables, and a read
+    outside its run in the last batch stops the consolidation with nothing new in place."""
+    out = tmp_path / "whole"
+    consolidate([c for c, _ in two_runs], [r for _, r in two_runs], out)
+    monkeypatch.setattr(consolidate_module, "ROW_GROUP_ROWS", 2)
+    batched = tmp_path / "batched"
+    consolidate([c for c, _ in two_runs], [r for _, r in two_runs], batched)
+    assert pq.ParquetFile(batched / "tensor_reads.parquet").metadata.num_row_groups > 1
+    for name in ("candidates.parquet", "tensor_reads.parquet"):
+        assert pq.read_table(batched / name).equals(pq.read_table(out / name))
+    _, reads, _ = load_traces(batched)  # the ids as categories: codes, not tens of millions of strings
+    assert isinstance(reads["tensor_id"].dtype, pd.CategoricalDtype) and isinstance(reads["run"].dtype, pd.CategoricalDtype)
+    assert reads["tensor_id"].astype(str).tolist() == pq.read_table(out / "tensor_reads.parquet")["tensor_id"].to_pylist()
+    c = write(candidates_table("a"), tmp_path / "c.parquet")
+    late = write(reads_table("a", jobs=(0, 1, 2, 3, 4, 40)), tmp_path / "r_late.parquet")
+    with pytest.raises(TraceError, match=r"r_late\.parquet: 2 tensor read\(s\) name a job_id outside 0\.\.5"):
+        consolidate([c], [late], tmp_path / "late")
+    assert not list((tmp_path / "late").glob("*"))
 
 
 def test_cli(tmp_path, two_runs, capsys):

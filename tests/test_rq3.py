@@ -156,6 +156,44 @@ def test_reuse_probability_sliding_window_more_than_k(use_trace):
     assert out.loc[out["threshold"], "k"].unique().tolist() == [2]
 
 
+def _popularity_by_definition(job, ids, n, window, k_max, lo, hi):
+    """models/hits/base_hits of rq3._popularity counted end by end and id by id."""
+    step = max(1, window // 10)
+    models, hits, base_hits = [0] * (k_max + 1), [0] * (k_max + 1), 0
+    for end in range(window, n - window + 1, step):
+        for i in set(ids.tolist()):
+            if not lo[i] <= end < hi[i]:
+                continue
+            last = int(((ids == i) & (job >= end - window) & (job < end)).sum())
+            again = bool(((ids == i) & (job >= end) & (job < end + window)).any())
+            base_hits += again
+            for k in range(min(last, k_max + 1)):
+                models[k] += 1
+                hits[k] += again
+    return models, hits, base_hits
+
+
+@pytest.mark.parametrize("window", [4, 7, 25, 30, 105])
+@pytest.mark.parametrize("reads_per_chunk", [5, 10_000])
+def test_popularity_counts_equal_the_definition_end_by_end(window, reads_per_chunk):
+    """Uses merged into blocks of gcd(window, step), eligibility intervals and chunks of ends (5 reads per
+    chunk: many chunks) give the counts of every (end, id) pair taken one by one."""
+    rng = np.random.default_rng(window)
+    n, n_ids = 3 * window + 17, 6
+    job = np.sort(rng.integers(0, n, 2 * n))
+    ids = rng.choice(n_ids, len(job), p=[0.4, 0.3, 0.1, 0.1, 0.05, 0.05])
+    lo = rng.integers(0, n, n_ids)
+    hi = np.where(rng.random(n_ids) < 0.5, n + window + 1, lo + rng.integers(0, n, n_ids))
+    shuffled = rng.permutation(len(job))
+    k_max = max(3, window // 5)
+    out = rq3._popularity(job[shuffled], ids[shuffled], n, window, k_max, lo, hi, lambda ends: np.ones(len(ends)),
+                          reads_per_chunk=reads_per_chunk)
+    models, hits, base_hits = _popularity_by_definition(job, ids, n, window, k_max, lo, hi)
+    assert out["models"].tolist() == models and out["hits"].tolist() == hits
+    assert out["base_hits"].iloc[0] == base_hits
+    assert models[0] > models[-1] and hits[0] > hits[-1]  # small and large counts both occur
+
+
 def test_birthday_bound_formula():
     assert rq3.birthday_bound(125, 3) == pytest.approx((125**2 * math.factorial(3) * math.log(2)) ** (1 / 3))
     assert rq3.birthday_bound(1e40, 4, p=0.9) == pytest.approx(

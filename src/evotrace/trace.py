@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -175,8 +177,37 @@ def check_schema(actual: pa.Schema, expected: pa.Schema, path) -> None:
         raise TraceError(f"{path}: unexpected column(s) {', '.join(extra)}")
     for field in expected:
         got = actual.field(field.name).type
+        if pa.types.is_dictionary(got):
+            got = got.value_type
         if got != field.type and not (field.type in _STRING_LIKE and got in _STRING_LIKE):
             raise TraceError(f"{path}: column {field.name} has type {got}, expected {field.type}")
+
+
+@contextmanager
+def _readable(path):
+    """Turn pyarrow's errors on reading `path` into a TraceError that names the file and the problem."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such file") from None
+    except (pa.ArrowException, OSError) as err:
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            raise TraceError(f"{path}: empty file (0 bytes)") from None
+        raise TraceError(f"{path}: not a readable parquet file (truncated or corrupt): {err}") from None
+
+
+def _checked(table: pa.Table, expected: pa.Schema, path, dictionary=()) -> pa.Table:
+    """`table` checked against `expected` and cast to it, the columns named in `dictionary` kept as
+    dictionaries (int32 codes)."""
+    check_schema(table.schema, expected, path)
+    for field in expected:
+        if not field.nullable and table.column(field.name).null_count:
+            raise TraceError(f"{path}: column {field.name} has {table.column(field.name).null_count} null value(s)")
+    metadata = table.schema.metadata
+    target = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f for f in expected])
+    if table.schema.remove_metadata().equals(target):
+        return table
+    return table.select(target.names).cast(target).replace_schema_metadata(metadata)
 
 
 def read_trace(path, expected: pa.Schema) -> pa.Table:
@@ -184,29 +215,49 @@ def read_trace(path, expected: pa.Schema) -> pa.Table:
     files and schema violations raise TraceError. Returns the table cast to `expected` (its metadata kept)."""
     import pyarrow.parquet as pq
 
-    try:
+    with _readable(path):
         table = pq.read_table(path)
-    except FileNotFoundError:
-        raise TraceError(f"{path}: no such file") from None
-    except (pa.ArrowException, OSError) as err:
-        import os
+    return _checked(table, expected, path)
 
-        if os.path.exists(path) and os.path.getsize(path) == 0:
-            raise TraceError(f"{path}: empty file (0 bytes)") from None
-        raise TraceError(f"{path}: not a readable parquet file (truncated or corrupt): {err}") from None
-    check_schema(table.schema, expected, path)
-    for field in expected:
-        if not field.nullable and table.column(field.name).null_count:
-            raise TraceError(f"{path}: column {field.name} has {table.column(field.name).null_count} null value(s)")
-    metadata = table.schema.metadata
-    if table.schema.remove_metadata().equals(expected):
-        return table
-    return table.select(expected.names).cast(expected).replace_schema_metadata(metadata)
+
+def iter_trace(path, expected: pa.Schema, rows: int):
+    """read_trace a batch of at most `rows` rows at a time (each checked and cast the same way), so that a
+    trace of 10^8 tensor reads passes through in bounded memory. The schema is checked before any batch."""
+    import pyarrow.parquet as pq
+
+    with _readable(path):
+        file = pq.ParquetFile(path)
+    check_schema(file.schema_arrow, expected, path)
+    batches = file.iter_batches(batch_size=rows)
+    while True:
+        with _readable(path):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield _checked(pa.Table.from_batches([batch]), expected, path)
+
+
+def read_frame(path, expected: pa.Schema, dictionary: tuple[str, ...] = ()):
+    """read_trace as a pandas DataFrame, read and converted one column at a time (the columns named in
+    `dictionary` first, as categoricals), so that the peak is near the frame itself: 7*10^7 tensor reads
+    take 3 GiB as a frame, and 4 GiB more as a whole Arrow table with a dictionary per row group.
+    Returns (frame, the file's run metadata)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    with _readable(path):
+        file = pq.ParquetFile(path, read_dictionary=list(dictionary) or None)
+    check_schema(file.schema_arrow, expected, path)
+    names = [n for n in dictionary if n in expected.names] + [n for n in expected.names if n not in dictionary]
+    columns = {}
+    for name in names:
+        with _readable(path):
+            table = file.read(columns=[name])
+        columns[name] = _checked(table, pa.schema([expected.field(name)]), path, dictionary).column(0).to_pandas()
+        del table
+    return pd.DataFrame({n: columns.pop(n) for n in expected.names}, copy=False), run_metadata(file.schema_arrow)
 
 
 def read_candidates(path) -> pa.Table:
     return read_trace(path, CANDIDATES)
 
-
-def read_tensor_reads(path) -> pa.Table:
-    return read_trace(path, TENSOR_READS)

@@ -29,6 +29,20 @@ def inserted(c: pd.DataFrame) -> pd.DataFrame:
     return ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
 
 
+def tensor_factors(reads: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
+    """(an int64 code per read for its tensor_id, the ids by code): the categorical codes when load_traces
+    gave the column as a category (tens of millions of reads, no hashing), else a factorization."""
+    ids = reads["tensor_id"]
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        return ids.cat.codes.to_numpy().astype(np.int64), ids.cat.categories
+    codes, uniques = pd.factorize(ids)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def tensor_codes(reads: pd.DataFrame) -> np.ndarray:
+    return tensor_factors(reads)[0]
+
+
 def population_members(c: pd.DataFrame, run: str, version: int, p: int) -> pd.DataFrame:
     """The population of `run` at population_version `version`: Algorithm 1 inserts every evaluated
     candidate and drops the oldest, so the members are the last p insertions, insert_seq in [version-p, version)."""

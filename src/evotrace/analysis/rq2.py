@@ -10,14 +10,21 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .common import ok_candidates
+from .common import ok_candidates, tensor_codes, tensor_factors
 
 FIG2_RANKS = (2, 3, 4)  # the most popular tensor is read everywhere, all the time: Fig. 2 leaves it out
 
 
 def tensor_popularity(tensor_reads: pd.DataFrame) -> pd.DataFrame:
     """Popularity = number of reads; rank 1 is the most read tensor of a run (ties: smaller tensor_id)."""
-    counts = tensor_reads.groupby(["run", "tensor_id"], sort=False).size().rename("reads").reset_index()
+    run_codes, run_names = pd.factorize(tensor_reads["run"])
+    codes, ids = tensor_factors(tensor_reads)
+    key = run_codes.astype(np.int64) * len(ids) + codes
+    reads = np.bincount(key, minlength=len(run_names) * len(ids)) if len(key) else np.zeros(0, np.int64)
+    read = np.flatnonzero(reads)
+    counts = pd.DataFrame({"run": np.asarray(run_names, dtype=object)[read // max(len(ids), 1)].astype(str),
+                           "tensor_id": np.asarray(ids, dtype=object)[read % max(len(ids), 1)].astype(str),
+                           "reads": reads[read]})
     counts = counts.sort_values(["run", "reads", "tensor_id"], ascending=[True, False, True], kind="stable")
     counts["rank"] = counts.groupby("run").cumcount() + 1
     return counts.reset_index(drop=True)
@@ -29,7 +36,8 @@ def popular_tensor_reads(candidates, tensor_reads, params) -> pd.DataFrame:
     top = tensor_popularity(tensor_reads)
     top = top[top["rank"].isin(FIG2_RANKS)]
     keep = [c for c in cols if c in tensor_reads.columns and c not in ("rank", "reads")]
-    points = tensor_reads[keep].merge(top, on=["run", "tensor_id"])
+    points = tensor_reads.loc[tensor_reads["tensor_id"].isin(top["tensor_id"]), keep]
+    points = points.astype({"run": str, "tensor_id": str}).merge(top, on=["run", "tensor_id"])
     return points[[c for c in cols if c in points.columns]].sort_values(
         ["run", "rank", "start_time", "worker"], kind="stable"
     ).reset_index(drop=True)
@@ -40,20 +48,28 @@ def _codes(values: pd.Series, categories) -> np.ndarray:
     return pd.Index(categories).get_indexer(values).astype(np.int64)
 
 
-def _sort_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-    """argsort by (major, minor), through one int64 key when it fits: several times faster than lexsort."""
+def _sorted_pairs(major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(major, minor) pairs sorted by major, then minor (both >= 0): through one packed int64 key when it
+    fits, sorted by value (no index array: several times faster than an argsort and half the memory)."""
     span = int(minor.max()) + 1 if len(minor) else 1
-    if len(major) and int(major.max()) < (1 << 62) // span and minor.min() >= 0:
-        return np.argsort(major * span + minor, kind="stable")
-    return np.lexsort((minor, major))
+    if len(major) and int(major.max()) < (1 << 62) // span:
+        key = major * span + minor
+        key.sort()
+        minor = key % span
+        key //= span
+        return key, minor
+    order = np.lexsort((minor, major))
+    return major[order], minor[order]
 
 
-def _reuse_flags(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, k: int) -> pd.DataFrame:
-    """One row per (candidate, tensor) read with `reused`: the same worker reads the tensor again within
-    its next k candidates. A worker's candidates are ordered by start time; every candidate counts as a
-    slot, also those that read nothing (a worker-local cache would have to hold the tensor through them)."""
+def _reuse_counts(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per (run, worker): its (candidate, tensor) reads, and how many of them the same worker reads again
+    within its next k candidates. A worker's candidates are ordered by start time; every candidate counts
+    as a slot, also those that read nothing (a worker-local cache would have to hold the tensor through
+    them). Counted in arrays, never as a frame of one row per read (7*10^7 of them at 10^6 candidates)."""
     runs = pd.unique(candidates["run"])
-    empty = pd.DataFrame({"run": pd.Categorical([], categories=runs), "worker": np.zeros(0, np.int64), "reused": False})
+    empty = pd.DataFrame({"run": pd.Categorical([], categories=runs), "worker": np.zeros(0, np.int64),
+                          "reads": np.zeros(0, np.int64), "reused": np.zeros(0, np.int64)})
     if candidates.empty or tensor_reads.empty:
         return empty
     c_run = _codes(candidates["run"], runs)
@@ -73,80 +89,113 @@ def _reuse_flags(candidates: pd.DataFrame, tensor_reads: pd.DataFrame, k: int) -
     r_key = r_run * stride + tensor_reads["job_id"].to_numpy(np.int64)
     at = np.minimum(np.searchsorted(c_key, r_key), len(c_key) - 1)
     known = (r_run >= 0) & (c_key[at] == r_key)
+    del r_key
     if not known.any():
         return empty
-    r_slot = slot[at][known]
-    r_run, r_worker = r_run[known], tensor_reads["worker"].to_numpy(np.int64)[known]
-    tensor = pd.factorize(tensor_reads["tensor_id"])[0].astype(np.int64)[known]
-
-    lane = (r_run * (int(r_worker.max()) + 1) + r_worker) * (int(tensor.max()) + 1) + tensor
-    order = _sort_order(lane, r_slot)
-    lane, r_slot = lane[order], r_slot[order]
-    keep = np.r_[True, (lane[1:] != lane[:-1]) | (r_slot[1:] != r_slot[:-1])]  # a candidate reading twice
-    lane, r_slot = lane[keep], r_slot[keep]
+    r_slot = slot[at[known]]
+    del at
+    workers = int(tensor_reads["worker"].max()) + 1
+    tensor = tensor_codes(tensor_reads)
+    tensors = int(tensor.max()) + 1
+    lane = (r_run[known] * workers + tensor_reads["worker"].to_numpy(np.int64)[known]) * tensors + tensor[known]
+    del tensor, known
+    lane, r_slot = _sorted_pairs(lane, r_slot)
+    new = np.r_[True, (lane[1:] != lane[:-1]) | (r_slot[1:] != r_slot[:-1])]  # a candidate reading twice
+    lane, r_slot = lane[new], r_slot[new]
     again = np.r_[(lane[1:] == lane[:-1]) & (r_slot[1:] - r_slot[:-1] <= k), False]
-    return pd.DataFrame(
-        {
-            "run": pd.Categorical.from_codes(r_run[order][keep], categories=runs),
-            "worker": r_worker[order][keep],
-            "reused": again,
-        }
-    )
+    run_worker = lane // tensors
+    reads = np.bincount(run_worker, minlength=len(runs) * workers)
+    reused = np.bincount(run_worker, weights=again, minlength=len(runs) * workers).astype(np.int64)
+    seen = np.flatnonzero(reads)
+    return pd.DataFrame({"run": pd.Categorical.from_codes(seen // workers, categories=runs), "worker": seen % workers,
+                         "reads": reads[seen], "reused": reused[seen]})
 
 
 def worker_reuse(candidates, tensor_reads, params) -> pd.DataFrame:
     """Per-worker temporal locality: the fraction of a worker's reads that it repeats within its next
     k = analysis.reuse_k candidates, i.e. the hit rate of an ideal worker-local cache holding k candidates."""
     k = int(params["analysis"]["reuse_k"])
-    flags = _reuse_flags(candidates, tensor_reads, k)
-    out = flags.groupby(["run", "worker"], sort=True, observed=True).agg(
-        reads=("reused", "size"), reused=("reused", "sum")
-    )
-    out = out.reset_index()
+    out = _reuse_counts(candidates, tensor_reads, k)
     out["run"] = out["run"].astype(str)
-    out["reused"] = out["reused"].astype(np.int64)
     out["reuse_fraction"] = out["reused"] / out["reads"]
     out["k"] = k
     return out
 
 
-def _coaccess_counts(tensor_reads: pd.DataFrame, dt: float) -> pd.DataFrame:
-    """For every read, the number of other workers that read the same tensor within |t' - t| <= dt.
+def _segment_bounds(group: np.ndarray, t: np.ndarray, mask: np.ndarray, stride: float, shift: float) -> np.ndarray:
+    """group * stride + t + shift at the rows in mask, sorted; computed in place (7*10^7 rows)."""
+    out = group[mask].astype(float)
+    out *= stride
+    out += t[mask]
+    out += shift
+    out.sort()
+    return out
+
+
+def _other_workers(tensor_reads: pd.DataFrame, dt: float) -> tuple[np.ndarray | slice, np.ndarray]:
+    """(the rows with a start time, as positions or a slice of all; for each of them the number of other
+    workers that read the same tensor of the same run within |t' - t| <= dt).
 
     Each worker's reads of a tensor cover [t - dt, t + dt]; overlapping covers merge into disjoint
     segments, one worker's segments never overlap, so the workers covering a read's time are the
     segments of that tensor that started at or before it minus those that ended before it: two sorted
-    searches instead of a comparison of every pair of reads. The reader's own worker always covers it."""
-    r = tensor_reads[tensor_reads["start_time"].notna()]
-    cols = ["run", "job_id", "worker", "tensor_id", "start_time"]
-    if r.empty:
-        return pd.DataFrame({c: r[c] for c in cols}).assign(other_workers=np.zeros(0, np.int64))
-    group = r.groupby(["run", "tensor_id"], sort=False).ngroup().to_numpy(np.int64)
-    t = r["start_time"].to_numpy(float)
-    t = t - t.min()
-    worker = pd.factorize(r["worker"])[0].astype(np.int64)
-    stride = np.ceil(t.max() + 2 * dt + 1)
-    q = group * stride + t
-    by_time = np.argsort(q, kind="stable")
-    lanes = group * (int(worker.max()) + 1) + worker
-    order = by_time[np.argsort(lanes[by_time], kind="stable")]
-    g, w, ts = group[order], worker[order], t[order]
-    new = np.r_[True, (g[1:] != g[:-1]) | (w[1:] != w[:-1]) | (ts[1:] - ts[:-1] > 2 * dt)]
+    searches instead of a comparison of every pair of reads. The reader's own worker always covers it.
+    The reads are sorted by time (the order the trace is nearly in already), then by value on packed keys
+    by (tensor, worker, time) for the segments and by (tensor, time) for the searches."""
+    t = tensor_reads["start_time"].to_numpy(float)
+    known = ~np.isnan(t)
+    timed = slice(None) if known.all() else np.flatnonzero(known)  # usually every read: no index array
+    del known
+    t = t[timed]
+    if not len(t):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    runs = tensor_reads["run"]
+    run = (runs.cat.codes.to_numpy() if isinstance(runs.dtype, pd.CategoricalDtype) else pd.factorize(runs)[0])[timed]
+    tensor = tensor_codes(tensor_reads)[timed]
+    worker = pd.factorize(tensor_reads["worker"].to_numpy()[timed])[0]
+    workers = int(worker.max()) + 1
+    group = run.astype(np.int64) * (int(tensor.max()) + 1) + tensor  # (run, tensor)
+    del run, tensor
+    lane = group * workers + worker  # (run, tensor, worker)
+    del worker
+    t0, stride = t.min(), np.ceil(t.max() - t.min() + 2 * dt + 1)
+    by_time = np.argsort(t, kind="stable")
+    g, rank = _sorted_pairs(group[by_time], np.arange(len(t)))  # by (run, tensor, time): sorted needles
+    del group
+    order = by_time[rank]
+    del rank
+    needles = g.astype(float)
+    del g
+    needles *= stride
+    needles += t[order] - t0
+    lane, rank = _sorted_pairs(lane[by_time], np.arange(len(t)))  # by (run, tensor, worker, time)
+    ts = t[by_time[rank]] - t0
+    del by_time, rank
+    new = np.r_[True, (lane[1:] != lane[:-1]) | (ts[1:] - ts[:-1] > 2 * dt)]
+    lane //= workers  # (run, tensor)
     last = np.r_[new[1:], True]
-    starts = np.sort(g[new] * stride + (ts[new] - dt))
-    ends = np.sort(g[last] * stride + (ts[last] + dt))
-    needles = q[by_time]  # sorted needles keep the binary searches cache-friendly
-    covering = np.empty(len(q), np.int64)
-    covering[by_time] = np.searchsorted(starts, needles, side="right") - np.searchsorted(ends, needles, side="left")
-    return r[cols].reset_index(drop=True).assign(other_workers=covering - 1)
+    starts, ends = (_segment_bounds(lane, ts, mask, stride, shift) for mask, shift in ((new, -dt), (last, dt)))
+    del lane, ts, new, last
+    covering = np.empty(len(t), np.int64)
+    covering[order] = np.searchsorted(starts, needles, side="right") - np.searchsorted(ends, needles, side="left")
+    return timed, covering - 1
+
+
+def _coaccess_counts(tensor_reads: pd.DataFrame, dt: float) -> pd.DataFrame:
+    """The reads with a start time, each with `other_workers` (see _other_workers)."""
+    timed, others = _other_workers(tensor_reads, dt)
+    cols = ["run", "job_id", "worker", "tensor_id", "start_time"]
+    return tensor_reads[cols].iloc[timed].reset_index(drop=True).assign(other_workers=others)
 
 
 def coaccess(candidates, tensor_reads, params) -> pd.DataFrame:
     """Distribution of cross-worker co-access per run: how many reads had 0, 1, 2 ... other workers
     reading the same tensor within dt = analysis.coaccess_dt seconds (broadcast opportunities)."""
     dt = float(params["analysis"]["coaccess_dt"])
-    counts = _coaccess_counts(tensor_reads, dt)
-    out = counts.groupby(["run", "other_workers"], sort=True).size().rename("reads").reset_index()
+    timed, others = _other_workers(tensor_reads, dt)
+    counts = pd.DataFrame({"run": tensor_reads["run"].iloc[timed].reset_index(drop=True), "other_workers": others})
+    out = counts.groupby(["run", "other_workers"], sort=True, observed=True).size().rename("reads").reset_index()
+    out["run"] = out["run"].astype(str)
     out["fraction"] = out["reads"] / out.groupby("run")["reads"].transform("sum")
     out["dt"] = dt
     return out
@@ -156,10 +205,11 @@ def locality(candidates, tensor_reads, params) -> pd.DataFrame:
     """One line per run: worker-local reuse and cross-worker co-access summarized side by side."""
     k = int(params["analysis"]["reuse_k"])
     dt = float(params["analysis"]["coaccess_dt"])
-    reuse = _reuse_flags(candidates, tensor_reads, k).groupby("run", observed=True)["reused"].agg(["size", "mean"])
+    reuse = _reuse_counts(candidates, tensor_reads, k).groupby("run", observed=True)[["reads", "reused"]].sum()
     reuse.index = reuse.index.astype(str)
-    reuse.columns = ["reads", "reuse_fraction"]
-    co = _coaccess_counts(tensor_reads, dt).groupby("run")["other_workers"]
+    reuse["reuse_fraction"] = reuse.pop("reused") / reuse["reads"]
+    timed, others = _other_workers(tensor_reads, dt)
+    co = pd.Series(others).groupby(tensor_reads["run"].iloc[timed].reset_index(drop=True), observed=True)
     co = pd.DataFrame(
         {
             "coaccess_mean": co.mean(),
@@ -168,6 +218,7 @@ def locality(candidates, tensor_reads, params) -> pd.DataFrame:
             "coaccessed_fraction": co.apply(lambda x: float((x > 0).mean())),
         }
     )
+    co.index = co.index.astype(str)
     out = reuse.join(co, how="outer").reset_index()
     out["reuse_k"] = k
     out["coaccess_dt"] = dt

@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.special import gammaln
 
 from .common import (arch_matrix, concat_runs, inserted, num_choices, population_sample, population_size,
-                     prefix_ids, prefix_keys, seq_label)
+                     prefix_ids, prefix_keys, seq_label, tensor_codes)
 
 ROLES = {"donor": "donor_id", "parent": "parent_id"}  # and "tensor": the reads of each tensor
 
@@ -160,27 +160,73 @@ def _sliding(position: np.ndarray, ids: np.ndarray, ends: np.ndarray, window: in
     return pd.DataFrame({"end": ends[keys // width], "id": keys % width, "count": counts})
 
 
-def _popularity(job, ids, n, window, k_max, eligible, at_risk) -> pd.DataFrame:
+READS_PER_CHUNK = 2_000_000  # tensor reads held at once by _popularity: bounds its memory at any trace size
+
+
+def _grid_below(x, window: int, step: int, count: int) -> np.ndarray:
+    """How many of the window ends window, window + step, ... (count of them) lie below x."""
+    return np.clip(-((window - np.asarray(x, np.int64)) // step), 0, count)
+
+
+def _popularity(job, ids, n, window, k_max, lo, hi, at_risk, reads_per_chunk=READS_PER_CHUNK) -> pd.DataFrame:
     """P(used in the next `window` candidates | used more than k times in the last `window`), pooled
     over sliding windows ending every window/10 candidates, for models (or tensors) eligible at the end
-    (eligible(end, id) -> mask); the base rate is the share of the at_risk(end) eligible ones used in
-    the next window."""
+    (id i is eligible at ends lo[i] <= end < hi[i]); the base rate is the share of the at_risk(end)
+    eligible ones used in the next window.
+
+    Exact, without listing (end, id) pairs: per id, the counts in the last and the next window and the
+    eligibility are step functions of the end that change only where a use enters or leaves a window, so
+    the changes, sorted and summed, give runs of ends with constant values, and the grid is counted per
+    run. Uses are first merged into blocks of gcd(window, step) candidates, the same for every end on
+    the grid. Ends are taken in chunks of about reads_per_chunk uses, so memory does not grow with the
+    trace."""
     step = max(1, window // 10)
     ends = np.arange(window, n - window + 1, step, dtype=np.int64)
     rows = [(k, 0, 0) for k in range(k_max + 1)]
     base_models = base_hits = 0
     if len(ends) and len(job):
-        counts = _sliding(job, ids, np.unique(np.r_[ends, ends + window]), window)
-        nxt = counts[np.isin(counts["end"], ends + window)].assign(end=lambda f: f["end"] - window)
-        nxt = nxt[np.isin(nxt["end"], ends)]
-        nxt = nxt[eligible(nxt["end"].to_numpy(), nxt["id"].to_numpy())]
-        last = counts[np.isin(counts["end"], ends)]
-        last = last[eligible(last["end"].to_numpy(), last["id"].to_numpy())]
-        last = last.merge(nxt[["end", "id"]].assign(hit=True), on=["end", "id"], how="left")
-        hit = last["hit"].notna().to_numpy()
-        n_last = last["count"].to_numpy()
-        rows = [(k, int((n_last > k).sum()), int(((n_last > k) & hit).sum())) for k in range(k_max + 1)]
-        base_models, base_hits = int(at_risk(ends).sum()), len(nxt)
+        job, ids = np.asarray(job, np.int64), np.asarray(ids, np.int64)
+        if (job[1:] < job[:-1]).any():  # traces are written in job order: no copy then
+            order = np.argsort(job, kind="stable")
+            job, ids = job[order], ids[order]
+        g, count = math.gcd(window, step), len(ends)
+        per_end = max(1.0, len(job) / max(n, 1) * step)
+        chunk = max(1, int(reads_per_chunk / per_end)) * step
+        models, hits = np.zeros(k_max + 2, np.int64), np.zeros(k_max + 2, np.int64)
+        for t0 in range(int(ends[0]), int(ends[-1]) + 1, chunk):
+            t1 = min(t0 + chunk, int(ends[-1]) + 1)
+            a, b = np.searchsorted(job, [t0 - window, t1 + window])
+            if a == b:
+                continue
+            first = (t0 - window) // g
+            width = (t1 + window) // g - first + 1
+            keys, uses = np.unique(ids[a:b] * width + job[a:b] // g - first, return_counts=True)
+            who, block = keys // width, (keys % width + first) * g
+            members = np.unique(who)
+            # where each use enters and leaves the last window, enters and leaves the next, and eligibility
+            starts = [block + g, block + window + 1, block + g - window, block + 1, lo[members], np.maximum(lo, hi)[members]]
+            owners = [who, who, who, who, members, members]
+            span = t1 - t0 + 1
+            at = np.concatenate([o * span + np.clip(s, t0, t1) - t0 for o, s in zip(owners, starts)])
+            order = np.argsort(at, kind="stable")  # six runs, each already sorted: a merge
+            at = at[order]
+            u, m = len(who), len(members)
+            last = np.concatenate([uses, -uses, np.zeros(2 * u + 2 * m, np.int64)])[order].cumsum()
+            nxt = np.concatenate([np.zeros(2 * u, np.int64), uses, -uses, np.zeros(2 * m, np.int64)])[order].cumsum()
+            elig = np.concatenate([np.zeros(4 * u, np.int64), np.ones(m, np.int64), -np.ones(m, np.int64)])[order].cumsum()
+            pos = at % span + t0
+            same = at[1:] // span == at[:-1] // span
+            grid = np.zeros(len(at), np.int64)
+            grid[:-1] = np.where(same, _grid_below(pos[1:], window, step, count) - _grid_below(pos[:-1], window, step, count), 0)
+            keep = (elig > 0) & (grid > 0)
+            used = keep & (last > 0)
+            models += np.bincount(np.minimum(last[used], k_max + 1), weights=grid[used], minlength=k_max + 2).astype(np.int64)
+            hit = used & (nxt > 0)
+            hits += np.bincount(np.minimum(last[hit], k_max + 1), weights=grid[hit], minlength=k_max + 2).astype(np.int64)
+            base_hits += int(grid[keep & (nxt > 0)].sum())
+        above_models, above_hits = np.cumsum(models[::-1])[::-1], np.cumsum(hits[::-1])[::-1]
+        rows = [(k, int(above_models[k + 1]), int(above_hits[k + 1])) for k in range(k_max + 1)]
+        base_models = int(at_risk(ends).sum())
     out = pd.DataFrame(rows, columns=["k", "models", "hits"])
     out["probability"] = out["hits"] / out["models"].where(out["models"] > 0)
     out["base_models"], out["base_hits"] = base_models, base_hits
@@ -190,20 +236,22 @@ def _popularity(job, ids, n, window, k_max, eligible, at_risk) -> pd.DataFrame:
     return out
 
 
-def _role_uses(c: pd.DataFrame, reads: pd.DataFrame, role: str, p: int):
-    """(job, id) of every use in `role`, with eligible(end, id) and at_risk(end): a parent must be a
-    population member when the candidate at `end` is created (insert_seq in [v - p, v)); a donor any
-    model stored by then (insert_seq < v); a tensor any tensor read before `end`."""
-    n = int(c["job_id"].max()) + 1
+def _role_uses(c: pd.DataFrame, reads: pd.DataFrame, role: str, p: int, n: int, window: int):
+    """(job, id) of every use in `role`, the ends lo[id] <= end < hi[id] at which each id is eligible,
+    and at_risk(ends): a parent must be a population member when the candidate at `end` is created
+    (insert_seq in [v - p, v)); a donor any model stored by then (insert_seq < v); a tensor any tensor
+    read before `end`."""
     version = np.full(n, -1, np.int64)
     version[c["job_id"].to_numpy(np.int64)] = _ids(c["population_version"])
     version = np.maximum.accumulate(version)
+    never = n + window + 1  # beyond every end
     if role == "tensor":
-        codes, _ = pd.factorize(reads["tensor_id"])
+        codes = tensor_codes(reads)
         job = reads["job_id"].to_numpy(np.int64)
-        first = pd.Series(job).groupby(codes).min().to_numpy()
+        first = np.full(int(codes.max()) + 1 if len(codes) else 0, never, np.int64)
+        np.minimum.at(first, codes, job)
         sorted_first = np.sort(first)
-        return (job, codes.astype(np.int64), lambda end, i: first[i] < end,
+        return (job, codes, first + 1, np.full(len(first), never, np.int64),
                 lambda ends: np.searchsorted(sorted_first, ends, side="left"))
     used = _ids(c[ROLES[role]])
     job = c["job_id"].to_numpy(np.int64)[used >= 0]
@@ -211,12 +259,12 @@ def _role_uses(c: pd.DataFrame, reads: pd.DataFrame, role: str, p: int):
     seq = np.full(n, -1, np.int64)
     seq[c["job_id"].to_numpy(np.int64)] = _ids(c["insert_seq"])
     stored = c["stored"].fillna(True).to_numpy(bool) if "stored" in c else np.ones(len(c), bool)
-    seq_of = lambda i: seq[np.clip(i, 0, n - 1)]  # noqa: E731
+    lo = np.where(seq >= 0, np.searchsorted(version, seq, side="right"), never)
     if role == "parent":
-        return (job, ids, lambda end, i: (seq_of(i) >= version[end] - p) & (seq_of(i) >= 0) & (seq_of(i) < version[end]),
-                lambda ends: np.minimum(version[ends], p))
+        hi = np.where(seq >= 0, np.searchsorted(version, seq + p, side="right"), never)
+        return job, ids, lo, hi, lambda ends: np.minimum(version[ends], p)
     storable = np.sort(seq[c["job_id"].to_numpy(np.int64)][stored & (_ids(c["insert_seq"]) >= 0)])
-    return (job, ids, lambda end, i: (seq_of(i) >= 0) & (seq_of(i) < version[end]),
+    return (job, ids, lo, np.full(n, never, np.int64),
             lambda ends: np.searchsorted(storable, version[ends], side="left"))
 
 
@@ -239,8 +287,8 @@ def reuse_probability(candidates, tensor_reads, params) -> pd.DataFrame:
         for role in ("donor", "parent", "tensor"):
             if role == "tensor" and not len(reads):
                 continue
-            job, ids, eligible, at_risk = _role_uses(c, reads, role, population_size(params, run))
-            part = _popularity(job, ids, n, window, k_max, eligible, at_risk)
+            job, ids, lo, hi, at_risk = _role_uses(c, reads, role, population_size(params, run), n, window)
+            part = _popularity(job, ids, n, window, k_max, lo, hi, at_risk)
             part.insert(0, "role", role)
             part.insert(0, "run", run)
             parts.append(part)

@@ -16,18 +16,13 @@ import numpy as np
 import pandas as pd
 
 from . import design
-from .common import concat_runs, population_size
+from .common import concat_runs, population_size, tensor_codes
 from .replay import BYPASS, POLICIES, priorities, replay
 from .rq3 import tier_of
 
 SCOPES = ("worker", "node")
 COLUMNS = ["run", "scope", "policy", "capacity_fraction", "caches", "capacity_bytes", "reads", "hits", "hit_ratio",
            "bytes_read", "bytes_fetched", "byte_hit_ratio"]
-
-
-def tensor_codes(reads: pd.DataFrame) -> np.ndarray:
-    """An int64 code per read for its tensor_id (factorized once per run: millions of strings)."""
-    return pd.factorize(reads["tensor_id"])[0].astype(np.int64)
 
 
 def donation_counts(candidates: pd.DataFrame, reads: pd.DataFrame, window: int, tensor: np.ndarray | None = None
