@@ -149,7 +149,7 @@ def load_traces(traces_dir) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]
     run and tensor_id are categoricals: a simulated search of 10^6 candidates reads 7*10^7 tensors."""
     traces_dir = Path(traces_dir)
     cand = read_candidates(traces_dir / "candidates.parquet")
-    reads, _ = read_frame(traces_dir / "tensor_reads.parquet", TENSOR_READS, dictionary=("run", "tensor_id"))
+    reads = read_frame(traces_dir / "tensor_reads.parquet", TENSOR_READS, dictionary=("run", "tensor_id"))
     return cand.to_pandas(), reads, run_metadata(cand.schema).get("runs", {})
 
 

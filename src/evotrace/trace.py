@@ -240,8 +240,7 @@ def iter_trace(path, expected: pa.Schema, rows: int):
 def read_frame(path, expected: pa.Schema, dictionary: tuple[str, ...] = ()):
     """read_trace as a pandas DataFrame, read and converted one column at a time (the columns named in
     `dictionary` first, as categoricals), so that the peak is near the frame itself: 7*10^7 tensor reads
-    take 3 GiB as a frame, and 4 GiB more as a whole Arrow table with a dictionary per row group.
-    Returns (frame, the file's run metadata)."""
+    take 3 GiB as a frame, and 4 GiB more as a whole Arrow table with a dictionary per row group."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -255,7 +254,7 @@ def read_frame(path, expected: pa.Schema, dictionary: tuple[str, ...] = ()):
             table = file.read(columns=[name])
         columns[name] = _checked(table, pa.schema([expected.field(name)]), path, dictionary).column(0).to_pandas()
         del table
-    return pd.DataFrame({n: columns.pop(n) for n in expected.names}, copy=False), run_metadata(file.schema_arrow)
+    return pd.DataFrame({n: columns.pop(n) for n in expected.names}, copy=False)
 
 
 def read_candidates(path) -> pa.Table:
