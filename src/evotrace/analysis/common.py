@@ -29,14 +29,17 @@ def inserted(c: pd.DataFrame) -> pd.DataFrame:
     return ok[ok["insert_seq"].notna()].sort_values("insert_seq", kind="stable")
 
 
-def tensor_factors(reads: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
-    """(an int64 code per read for its tensor_id, the ids by code): the categorical codes when load_traces
-    gave the column as a category (tens of millions of reads, no hashing), else a factorization."""
-    ids = reads["tensor_id"]
-    if isinstance(ids.dtype, pd.CategoricalDtype):
-        return ids.cat.codes.to_numpy().astype(np.int64), ids.cat.categories
-    codes, uniques = pd.factorize(ids)
+def factors(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(an int64 code per row, the values by code): a categorical's own codes (tens of millions of reads
+    as load_traces gives them, no hashing), else a factorization."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy().astype(np.int64), values.cat.categories
+    codes, uniques = pd.factorize(values)
     return codes.astype(np.int64), pd.Index(uniques)
+
+
+def tensor_factors(reads: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
+    return factors(reads["tensor_id"])
 
 
 def tensor_codes(reads: pd.DataFrame) -> np.ndarray:

@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .common import ok_candidates, tensor_codes, tensor_factors
+from .common import factors, ok_candidates, tensor_codes, tensor_factors
 
 FIG2_RANKS = (2, 3, 4)  # the most popular tensor is read everywhere, all the time: Fig. 2 leaves it out
 
 
 def tensor_popularity(tensor_reads: pd.DataFrame) -> pd.DataFrame:
     """Popularity = number of reads; rank 1 is the most read tensor of a run (ties: smaller tensor_id)."""
-    run_codes, run_names = pd.factorize(tensor_reads["run"])
+    run_codes, run_names = factors(tensor_reads["run"])
     codes, ids = tensor_factors(tensor_reads)
-    key = run_codes.astype(np.int64) * len(ids) + codes
+    key = run_codes * len(ids) + codes
     reads = np.bincount(key, minlength=len(run_names) * len(ids)) if len(key) else np.zeros(0, np.int64)
     read = np.flatnonzero(reads)
     counts = pd.DataFrame({"run": np.asarray(run_names, dtype=object)[read // max(len(ids), 1)].astype(str),
@@ -149,12 +149,11 @@ def _other_workers(tensor_reads: pd.DataFrame, dt: float) -> tuple[np.ndarray | 
     t = t[timed]
     if not len(t):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    runs = tensor_reads["run"]
-    run = (runs.cat.codes.to_numpy() if isinstance(runs.dtype, pd.CategoricalDtype) else pd.factorize(runs)[0])[timed]
+    run = factors(tensor_reads["run"])[0][timed]
     tensor = tensor_codes(tensor_reads)[timed]
     worker = pd.factorize(tensor_reads["worker"].to_numpy()[timed])[0]
     workers = int(worker.max()) + 1
-    group = run.astype(np.int64) * (int(tensor.max()) + 1) + tensor  # (run, tensor)
+    group = run * (int(tensor.max()) + 1) + tensor  # (run, tensor)
     del run, tensor
     lane = group * workers + worker  # (run, tensor, worker)
     del worker

@@ -193,6 +193,7 @@ def _popularity(job, ids, n, window, k_max, lo, hi, at_risk, reads_per_chunk=REA
         per_end = max(1.0, len(job) / max(n, 1) * step)
         chunk = max(1, int(reads_per_chunk / per_end)) * step
         models, hits = np.zeros(k_max + 2, np.int64), np.zeros(k_max + 2, np.int64)
+        hi = np.maximum(lo, hi)
         for t0 in range(int(ends[0]), int(ends[-1]) + 1, chunk):
             t1 = min(t0 + chunk, int(ends[-1]) + 1)
             a, b = np.searchsorted(job, [t0 - window, t1 + window])
@@ -204,7 +205,7 @@ def _popularity(job, ids, n, window, k_max, lo, hi, at_risk, reads_per_chunk=REA
             who, block = keys // width, (keys % width + first) * g
             members = np.unique(who)
             # where each use enters and leaves the last window, enters and leaves the next, and eligibility
-            starts = [block + g, block + window + 1, block + g - window, block + 1, lo[members], np.maximum(lo, hi)[members]]
+            starts = [block + g, block + window + 1, block + g - window, block + 1, lo[members], hi[members]]
             owners = [who, who, who, who, members, members]
             span = t1 - t0 + 1
             at = np.concatenate([o * span + np.clip(s, t0, t1) - t0 for o, s in zip(owners, starts)])
@@ -216,8 +217,9 @@ def _popularity(job, ids, n, window, k_max, lo, hi, at_risk, reads_per_chunk=REA
             elig = np.concatenate([np.zeros(4 * u, np.int64), np.ones(m, np.int64), -np.ones(m, np.int64)])[order].cumsum()
             pos = at % span + t0
             same = at[1:] // span == at[:-1] // span
+            below = _grid_below(pos, window, step, count)
             grid = np.zeros(len(at), np.int64)
-            grid[:-1] = np.where(same, _grid_below(pos[1:], window, step, count) - _grid_below(pos[:-1], window, step, count), 0)
+            grid[:-1] = np.where(same, below[1:] - below[:-1], 0)
             keep = (elig > 0) & (grid > 0)
             used = keep & (last > 0)
             models += np.bincount(np.minimum(last[used], k_max + 1), weights=grid[used], minlength=k_max + 2).astype(np.int64)
